@@ -1,0 +1,149 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("NonisolatedNonsendingByDefault"),
+]
+
+let runtimeDependencies: [Target.Dependency] = [
+    "BanditoreRuntime",
+    "BanditoreAMQP",
+    "BanditorePostgres",
+    "BanditoreCore",
+    "BanditoreStore",
+    .product(name: "Logging", package: "swift-log"),
+    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+]
+
+/// One executable per service; each is a thin `main` over `BanditoreRuntime`.
+let services = [
+    "banditore-ingest",
+    "banditore-registry",
+    "banditore-composer",
+    "banditore-dispatch-whatsapp",
+    "banditore-dispatch-telegram",
+    "banditore-dispatch-wechat",
+    "banditore-provider-sim",
+]
+
+let package = Package(
+    name: "banditore",
+    platforms: [.macOS(.v15)],
+    products: services.map { .executable(name: $0, targets: [$0]) } + [
+        .executable(name: "banditore", targets: ["banditore"]),
+        .executable(name: "banditore-bench", targets: ["banditore-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+    ],
+    targets: [
+        // MARK: C libraries
+        .systemLibrary(
+            name: "CRabbitMQ",
+            pkgConfig: "librabbitmq",
+            providers: [.apt(["librabbitmq-dev"])]
+        ),
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"])]
+        ),
+
+        // MARK: Libraries
+        .target(
+            name: "BanditoreAMQP",
+            dependencies: [
+                "CRabbitMQ",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "BanditorePostgres",
+            dependencies: [
+                "CLibPQ",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "BanditoreCore",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "BanditoreStore",
+            dependencies: [
+                "BanditorePostgres",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            resources: [.copy("Migrations")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "BanditoreRuntime",
+            dependencies: [
+                "BanditoreAMQP",
+                "BanditorePostgres",
+                "BanditoreCore",
+                "BanditoreStore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "BanditoreTesting",
+            dependencies: [
+                "BanditoreAMQP",
+                "BanditorePostgres",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Executables
+        .executableTarget(
+            name: "banditore",
+            dependencies: runtimeDependencies + [
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Configuration", package: "swift-configuration"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "banditore-bench",
+            dependencies: [
+                "BanditoreAMQP",
+                "BanditorePostgres",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // MARK: Tests
+        .testTarget(
+            name: "BanditoreAMQPTests",
+            dependencies: ["BanditoreAMQP", "BanditoreTesting"],
+            swiftSettings: swiftSettings
+        ),
+    ] + services.map {
+        .executableTarget(name: $0, dependencies: runtimeDependencies, swiftSettings: swiftSettings)
+    }
+)

@@ -1,0 +1,829 @@
+import CRabbitMQ
+import DequeModule
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Owns one rabbitmq-c connection and runs on the connection's own thread: nothing here is touched from anywhere
+/// else. It multiplexes the command queue (woken through an eventfd) with the socket, so publishes, acks, confirms
+/// and deliveries all flow without blocking Swift's cooperative pool.
+final class Worker {
+    static let controlChannel: amqp_channel_t = 1
+    static let publishChannel: amqp_channel_t = 2
+
+    let core: ConnectionCore
+    let configuration: AMQPConfiguration
+    let logger: Logger
+    private let arena = CArena()
+
+    private(set) var state: amqp_connection_state_t?
+    /// Increases with every successful connect; deliveries of an earlier generation cannot be settled.
+    private(set) var generation: UInt64 = 0
+    /// Set when a C call reports the connection broken; the loop then tears down and reconnects.
+    private var broken: String?
+    private var shuttingDown = false
+    private var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
+
+    // Publisher confirms
+    private struct PendingPublish {
+        var seq: UInt64
+        var messageID: String?
+        var waiter: CheckedContinuation<Void, any Error>?
+        var returned: (code: Int, text: String)?
+        var resolved = false
+    }
+    private var pending: Deque<PendingPublish> = []
+    private var nextSeq: UInt64 = 1
+    private var unreported = (nacked: 0, returned: 0, lost: 0, detail: "")
+    private var barriers: [(target: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+
+    // Consumers
+    final class ConsumerState {
+        let id: Int
+        let queue: String
+        let prefetch: UInt16
+        let continuation: AsyncThrowingStream<AMQPDelivery, any Error>.Continuation
+        var channel: amqp_channel_t = 0
+        init(id: Int, queue: String, prefetch: UInt16,
+             continuation: AsyncThrowingStream<AMQPDelivery, any Error>.Continuation) {
+            self.id = id
+            self.queue = queue
+            self.prefetch = prefetch
+            self.continuation = continuation
+        }
+    }
+    private var consumers: [Int: ConsumerState] = [:]
+    private var consumerByChannel: [amqp_channel_t: ConsumerState] = [:]
+    private var freeChannels: [amqp_channel_t] = []
+    private var nextChannel: amqp_channel_t = 3
+
+    // Content being assembled per channel (method, then header, then body frames).
+    private enum ContentMethod {
+        case deliver(tag: UInt64, redelivered: Bool, exchange: String, routingKey: String)
+        case returned(code: Int, text: String)
+    }
+    private struct PartialContent {
+        var method: ContentMethod
+        var properties = AMQPProperties(persistent: false)
+        var expected = 0
+        var body: [UInt8] = []
+        var headerSeen = false
+    }
+    private var partial: [amqp_channel_t: PartialContent] = [:]
+
+    /// Everything declared so far, declared again after a reconnect.
+    private var topology = AMQPTopology()
+
+    private var lastSend = ContinuousClock.now
+    private var lastReceive = ContinuousClock.now
+
+    init(core: ConnectionCore, configuration: AMQPConfiguration, logger: Logger) {
+        self.core = core
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    // MARK: - Thread entry
+
+    /// Connects once, reports the outcome through `started`, then serves until shut down.
+    func run(started: CheckedContinuation<Void, any Error>) {
+        do {
+            try connect()
+        } catch {
+            for command in core.markClosed() { ConnectionCore.fail(command, with: AMQPError(.closed)) }
+            started.resume(throwing: error)
+            return
+        }
+        started.resume()
+        loop()
+    }
+
+    private func loop() {
+        var backoff = configuration.reconnectInitial
+        var nextAttempt = ContinuousClock.now
+        while !shuttingDown {
+            if state == nil {
+                processCommands()
+                if shuttingDown { break }
+                let now = ContinuousClock.now
+                if now < nextAttempt {
+                    if core.prepareToSleep() {
+                        sleep(seconds: Double((nextAttempt - now) / .milliseconds(1)) / 1000, socket: nil)
+                    }
+                    continue
+                }
+                do {
+                    try connect()
+                    backoff = configuration.reconnectInitial
+                    logger.info("AMQP connection re-established", metadata: ["amqp.generation": "\(generation)"])
+                } catch {
+                    nextAttempt = .now + .milliseconds(Int(backoff * 1000 * Double.random(in: 0.8...1.2)))
+                    backoff = min(backoff * 2, configuration.reconnectMaximum)
+                    logger.debug("AMQP reconnect failed", metadata: ["error": "\(String(reflecting: error))"])
+                }
+                continue
+            }
+            processCommands()
+            if broken == nil { readFrames() }
+            if broken == nil { checkHeartbeats() }
+            if checkBroken() {
+                nextAttempt = .now + .milliseconds(Int(backoff * 1000))
+                continue
+            }
+            if shuttingDown { continue }
+            guard let state, core.prepareToSleep() else { continue }
+            sleep(seconds: heartbeatTick, socket: amqp_get_sockfd(state))
+        }
+        finishShutdown()
+    }
+
+    private var heartbeatTick: Double {
+        configuration.heartbeat > 0 ? max(0.05, Double(configuration.heartbeat) / 4) : 1
+    }
+
+    /// Waits in `poll` for the socket, a new command, or the timeout.
+    private func sleep(seconds: Double, socket: Int32?) {
+        var fds = [pollfd(fd: core.wakeFD, events: Int16(POLLIN), revents: 0)]
+        if let socket, socket >= 0 { fds.append(pollfd(fd: socket, events: Int16(POLLIN), revents: 0)) }
+        let rc = poll(&fds, nfds_t(fds.count), Int32(seconds * 1000))
+        core.didWake()
+        if rc > 0, fds.count > 1, fds[1].revents != 0 { lastReceive = .now }
+    }
+
+    private func checkBroken() -> Bool {
+        guard let reason = broken else { return false }
+        broken = nil
+        logger.warning("AMQP connection lost", metadata: ["amqp.reason": "\(reason)"])
+        teardown(reason: reason)
+        return true
+    }
+
+    // MARK: - Connecting
+
+    private func connect() throws {
+        arena.reset()
+        defer { arena.reset() }
+        guard let conn = amqp_new_connection() else { throw AMQPError(.connectionFailed, detail: "out of memory") }
+        guard let socket = amqp_tcp_socket_new(conn) else {
+            amqp_destroy_connection(conn)
+            throw AMQPError(.connectionFailed, detail: "could not create a socket")
+        }
+        var timeout = timeval(seconds: configuration.connectTimeout)
+        let opened = amqp_socket_open_noblock(socket, configuration.host, Int32(configuration.port), &timeout)
+        guard opened == AMQP_STATUS_OK.rawValue else {
+            amqp_destroy_connection(conn)
+            throw AMQPError(
+                .connectionFailed,
+                detail: "\(configuration.host):\(configuration.port): \(String(cString: amqp_error_string2(opened)))"
+            )
+        }
+        _ = amqp_set_handshake_timeout(conn, &timeout)
+        var rpcTimeout = timeval(seconds: configuration.rpcTimeout)
+        _ = amqp_set_rpc_timeout(conn, &rpcTimeout)
+
+        var clientProperties = arena.table([
+            "connection_name": .string(configuration.connectionName),
+            "product": "banditore",
+            "capabilities": .table([
+                "authentication_failure_close": true,
+                "publisher_confirms": true,
+                "consumer_cancel_notify": true,
+                "connection.blocked": true,
+            ]),
+        ])
+        let login = banditore_amqp_login_plain(
+            conn, configuration.virtualHost, 0, 131_072, Int32(configuration.heartbeat), &clientProperties,
+            configuration.user, configuration.password
+        )
+        if login.reply_type != AMQP_RESPONSE_NORMAL {
+            let error = loginError(login)
+            amqp_destroy_connection(conn)
+            throw error
+        }
+        state = conn
+        do {
+            try openChannel(Self.controlChannel)
+            try openChannel(Self.publishChannel)
+            _ = amqp_confirm_select(conn, Self.publishChannel)
+            try checkReply("confirm.select", channel: Self.publishChannel)
+            try declareNow(topology)
+            generation += 1
+            nextSeq = 1
+            for consumer in consumers.values.sorted(by: { $0.id < $1.id }) {
+                try startConsuming(consumer)
+            }
+        } catch {
+            amqp_destroy_connection(conn)
+            state = nil
+            consumerByChannel.removeAll()
+            throw error
+        }
+        lastSend = .now
+        lastReceive = .now
+        core.setConnected(true)
+    }
+
+    private func loginError(_ reply: amqp_rpc_reply_t) -> AMQPError {
+        switch reply.reply_type {
+        case AMQP_RESPONSE_SERVER_EXCEPTION where reply.reply.id == BANDITORE_CONNECTION_CLOSE:
+            let close = reply.reply.decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
+            let text = String(amqpBytes: close.reply_text)
+            let code: AMQPError.Code = close.reply_code == 403 ? .authenticationFailed : .connectionFailed
+            return AMQPError(code, replyCode: Int(close.reply_code), detail: text)
+        case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+            let text = String(cString: amqp_error_string2(reply.library_error))
+            // Brokers without authentication_failure_close just drop the socket after a bad login.
+            if reply.library_error == AMQP_STATUS_CONNECTION_CLOSED.rawValue
+                || reply.library_error == AMQP_STATUS_SOCKET_ERROR.rawValue
+            {
+                return AMQPError(.authenticationFailed, detail: "the broker closed the connection during login: \(text)")
+            }
+            return AMQPError(.connectionFailed, detail: text)
+        default:
+            return AMQPError(.connectionFailed, detail: "unexpected reply to login")
+        }
+    }
+
+    private func openChannel(_ channel: amqp_channel_t) throws {
+        _ = amqp_channel_open(state, channel)
+        try checkReply("channel.open", channel: channel)
+    }
+
+    /// Turns the last RPC reply into an error. A closed channel is acknowledged and reopened, so that the next call
+    /// on it works; a broken connection is flagged for the loop.
+    @discardableResult
+    func checkReply(_ what: String, channel: amqp_channel_t) throws -> amqp_rpc_reply_t {
+        let reply = amqp_get_rpc_reply(state)
+        switch reply.reply_type {
+        case AMQP_RESPONSE_NORMAL:
+            return reply
+        case AMQP_RESPONSE_SERVER_EXCEPTION where reply.reply.id == BANDITORE_CHANNEL_CLOSE:
+            let close = reply.reply.decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
+            let text = String(amqpBytes: close.reply_text)
+            var ok = amqp_channel_close_ok_t(dummy: 0)
+            _ = amqp_send_method(state, channel, BANDITORE_CHANNEL_CLOSE_OK, &ok)
+            if channel == Self.publishChannel || channel == Self.controlChannel {
+                _ = amqp_channel_open(state, channel)
+                if channel == Self.publishChannel { _ = amqp_confirm_select(state, channel) }
+                if amqp_get_rpc_reply(state).reply_type != AMQP_RESPONSE_NORMAL {
+                    broken = "could not reopen channel \(channel)"
+                }
+            }
+            throw AMQPError(.channelClosed, replyCode: Int(close.reply_code), detail: "\(what): \(text)")
+        case AMQP_RESPONSE_SERVER_EXCEPTION where reply.reply.id == BANDITORE_CONNECTION_CLOSE:
+            let close = reply.reply.decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
+            let text = String(amqpBytes: close.reply_text)
+            var ok = amqp_connection_close_ok_t(dummy: 0)
+            _ = amqp_send_method(state, 0, BANDITORE_CONNECTION_CLOSE_OK, &ok)
+            broken = "broker closed the connection: \(close.reply_code) \(text)"
+            throw AMQPError(.connectionLost, replyCode: Int(close.reply_code), detail: "\(what): \(text)")
+        case AMQP_RESPONSE_LIBRARY_EXCEPTION:
+            let text = String(cString: amqp_error_string2(reply.library_error))
+            broken = "\(what): \(text)"
+            throw AMQPError(.connectionLost, detail: "\(what): \(text)")
+        default:
+            broken = "\(what): no reply"
+            throw AMQPError(.protocolError, detail: "\(what): no reply")
+        }
+    }
+
+    // MARK: - Topology
+
+    /// Declares `topology` now and remembers it for reconnects.
+    func declare(_ newTopology: AMQPTopology) throws {
+        try declareNow(newTopology)
+        topology = topology.merging(newTopology)
+    }
+
+    private func declareNow(_ topology: AMQPTopology) throws {
+        defer { arena.reset() }
+        let ch = Self.controlChannel
+        for exchange in topology.exchanges {
+            _ = amqp_exchange_declare(
+                state, ch, arena.bytes(exchange.name), arena.bytes(exchange.kind.rawValue), 0,
+                exchange.durable ? 1 : 0, exchange.autoDelete ? 1 : 0, exchange.isInternal ? 1 : 0,
+                arena.table(exchange.arguments)
+            )
+            try checkReply("exchange.declare \(exchange.name)", channel: ch)
+        }
+        for queue in topology.queues {
+            _ = amqp_queue_declare(
+                state, ch, arena.bytes(queue.name), 0, queue.durable ? 1 : 0, queue.exclusive ? 1 : 0,
+                queue.autoDelete ? 1 : 0, arena.table(queue.allArguments)
+            )
+            try checkReply("queue.declare \(queue.name)", channel: ch)
+        }
+        for binding in topology.bindings {
+            _ = amqp_queue_bind(
+                state, ch, arena.bytes(binding.queue), arena.bytes(binding.exchange), arena.bytes(binding.routingKey),
+                arena.table(binding.arguments)
+            )
+            try checkReply("queue.bind \(binding.queue)", channel: ch)
+        }
+    }
+
+    /// A passive declare: the queue's ready message count and consumer count, exact at once.
+    func inspectQueue(_ name: String) throws -> AMQPQueueInfo {
+        defer { arena.reset() }
+        let ok = amqp_queue_declare(state, Self.controlChannel, arena.bytes(name), 1, 0, 0, 0, amqp_empty_table)
+        try checkReply("queue.declare passive \(name)", channel: Self.controlChannel)
+        guard let ok else { throw AMQPError(.protocolError, detail: "queue.declare-ok missing") }
+        return AMQPQueueInfo(name: name, messageCount: Int(ok.pointee.message_count),
+                             consumerCount: Int(ok.pointee.consumer_count))
+    }
+
+    func purgeQueue(_ name: String) throws -> Int {
+        defer { arena.reset() }
+        let ok = amqp_queue_purge(state, Self.controlChannel, arena.bytes(name))
+        try checkReply("queue.purge \(name)", channel: Self.controlChannel)
+        return Int(ok?.pointee.message_count ?? 0)
+    }
+
+    func deleteQueue(_ name: String) throws {
+        defer { arena.reset() }
+        _ = amqp_queue_delete(state, Self.controlChannel, arena.bytes(name), 0, 0)
+        try checkReply("queue.delete \(name)", channel: Self.controlChannel)
+        topology.queues.removeAll { $0.name == name }
+        topology.bindings.removeAll { $0.queue == name }
+    }
+
+    func deleteExchange(_ name: String) throws {
+        defer { arena.reset() }
+        _ = amqp_exchange_delete(state, Self.controlChannel, arena.bytes(name), 0)
+        try checkReply("exchange.delete \(name)", channel: Self.controlChannel)
+        topology.exchanges.removeAll { $0.name == name }
+        topology.bindings.removeAll { $0.exchange == name }
+    }
+
+    // MARK: - Consumers
+
+    func addConsumer(_ consumer: ConsumerState) throws {
+        consumers[consumer.id] = consumer
+        do {
+            try startConsuming(consumer)
+        } catch {
+            consumers[consumer.id] = nil
+            throw error
+        }
+    }
+
+    private func startConsuming(_ consumer: ConsumerState) throws {
+        let channel = freeChannels.popLast() ?? {
+            defer { nextChannel += 1 }
+            return nextChannel
+        }()
+        try openChannel(channel)
+        _ = amqp_basic_qos(state, channel, 0, consumer.prefetch, 0)
+        try checkReply("basic.qos", channel: channel)
+        defer { arena.reset() }
+        _ = amqp_basic_consume(
+            state, channel, arena.bytes(consumer.queue), arena.bytes("banditore-\(consumer.id)"), 0, 0, 0,
+            amqp_empty_table
+        )
+        do {
+            try checkReply("basic.consume \(consumer.queue)", channel: channel)
+        } catch {
+            if broken == nil { freeChannels.append(channel) }
+            throw error
+        }
+        consumer.channel = channel
+        consumerByChannel[channel] = consumer
+    }
+
+    private func cancelConsumer(id: Int) {
+        guard let consumer = consumers.removeValue(forKey: id) else { return }
+        consumer.continuation.finish()
+        guard state != nil, consumerByChannel[consumer.channel] === consumer else { return }
+        consumerByChannel[consumer.channel] = nil
+        partial[consumer.channel] = nil
+        // Closing the channel returns its unacknowledged deliveries to the queue.
+        _ = amqp_channel_close(state, consumer.channel, AMQP_REPLY_SUCCESS)
+        if (try? checkReply("channel.close", channel: consumer.channel)) != nil {
+            freeChannels.append(consumer.channel)
+        }
+    }
+
+    // MARK: - Commands
+
+    private func processCommands() {
+        // Bounded, so that confirms and deliveries are read between large bursts of publishes.
+        for command in core.takeCommands(limit: 512) {
+            guard state != nil, broken == nil else {
+                failWhileDisconnected(command)
+                continue
+            }
+            switch command {
+            case .publish(let request): publish(request)
+            case .barrier(let continuation): addBarrier(continuation)
+            case .settle(let channel, let generation, let tag, let settlement):
+                settle(channel: channel, generation: generation, tag: tag, settlement)
+            case .perform(let work, _): work(self)
+            case .cancelConsumer(let id): cancelConsumer(id: id)
+            case .shutdown(let continuation):
+                shutdownWaiters.append(continuation)
+                shuttingDown = true
+            }
+        }
+    }
+
+    private func failWhileDisconnected(_ command: Command) {
+        switch command {
+        case .publish(let request):
+            request.waiter?.resume(throwing: AMQPError(.notConnected))
+            if request.waiter == nil { unreported.lost += 1 }
+            core.releaseSlots(1)
+        case .barrier(let continuation):
+            completeBarrier(continuation)
+        case .perform(_, let fail):
+            fail(AMQPError(.notConnected))
+        case .cancelConsumer(let id):
+            consumers.removeValue(forKey: id)?.continuation.finish()
+        case .shutdown(let continuation):
+            shutdownWaiters.append(continuation)
+            shuttingDown = true
+        case .settle:
+            break  // the broker redelivers what was unacknowledged
+        }
+    }
+
+    private func publish(_ request: PublishRequest) {
+        defer { arena.reset() }
+        var properties = request.message.properties.cProperties(in: arena)
+        let rc = request.message.body.withUnsafeBytes { body -> Int32 in
+            let bodyBytes = amqp_bytes_t(len: body.count, bytes: UnsafeMutableRawPointer(mutating: body.baseAddress))
+            return amqp_basic_publish(
+                state, Self.publishChannel, arena.bytes(request.exchange), arena.bytes(request.routingKey),
+                request.mandatory ? 1 : 0, 0, &properties, bodyBytes
+            )
+        }
+        guard rc == AMQP_STATUS_OK.rawValue else {
+            let text = String(cString: amqp_error_string2(rc))
+            broken = "basic.publish: \(text)"
+            request.waiter?.resume(throwing: AMQPError(.connectionLost, detail: text))
+            if request.waiter == nil { unreported.lost += 1 }
+            core.releaseSlots(1)
+            return
+        }
+        lastSend = .now
+        pending.append(PendingPublish(seq: nextSeq, messageID: request.message.properties.messageID,
+                                      waiter: request.waiter))
+        nextSeq += 1
+    }
+
+    private func settle(channel: amqp_channel_t, generation: UInt64, tag: UInt64, _ settlement: Settlement) {
+        guard generation == self.generation, consumerByChannel[channel] != nil else { return }
+        let rc: Int32
+        switch settlement {
+        case .ack(let multiple): rc = amqp_basic_ack(state, channel, tag, multiple ? 1 : 0)
+        case .nack(let requeue, let multiple):
+            rc = amqp_basic_nack(state, channel, tag, multiple ? 1 : 0, requeue ? 1 : 0)
+        case .reject(let requeue): rc = amqp_basic_reject(state, channel, tag, requeue ? 1 : 0)
+        }
+        if rc != AMQP_STATUS_OK.rawValue {
+            broken = "basic.ack: \(String(cString: amqp_error_string2(rc)))"
+        } else {
+            lastSend = .now
+        }
+    }
+
+    // MARK: - Confirms
+
+    private func addBarrier(_ continuation: CheckedContinuation<Void, any Error>) {
+        let target = nextSeq - 1
+        if pending.first.map({ $0.seq > target }) ?? true {
+            completeBarrier(continuation)
+        } else {
+            barriers.append((target, continuation))
+        }
+    }
+
+    private func completeBarrier(_ continuation: CheckedContinuation<Void, any Error>) {
+        let failures = unreported
+        unreported = (0, 0, 0, "")
+        if failures.nacked > 0 {
+            continuation.resume(throwing: AMQPError(.nacked, detail: failures.detail, messageCount: failures.nacked))
+        } else if failures.returned > 0 {
+            continuation.resume(
+                throwing: AMQPError(.returned, detail: failures.detail, messageCount: failures.returned)
+            )
+        } else if failures.lost > 0 {
+            continuation.resume(throwing: AMQPError(.connectionLost, messageCount: failures.lost))
+        } else {
+            continuation.resume()
+        }
+    }
+
+    private func checkBarriers() {
+        guard !barriers.isEmpty else { return }
+        let firstPending = pending.first?.seq ?? UInt64.max
+        var remaining: [(UInt64, CheckedContinuation<Void, any Error>)] = []
+        for barrier in barriers {
+            if barrier.target < firstPending {
+                completeBarrier(barrier.continuation)
+            } else {
+                remaining.append(barrier)
+            }
+        }
+        barriers = remaining
+    }
+
+    private func confirm(tag: UInt64, multiple: Bool, ack: Bool) {
+        var released = 0
+        if multiple {
+            while let first = pending.first, first.seq <= tag {
+                let entry = pending.removeFirst()
+                if !entry.resolved {
+                    resolve(entry, ack: ack)
+                    released += 1
+                }
+            }
+        } else if let first = pending.first, tag >= first.seq {
+            let index = Int(tag - first.seq)
+            if index < pending.count, !pending[index].resolved {
+                resolve(pending[index], ack: ack)
+                pending[index].resolved = true
+                released += 1
+            }
+        }
+        while let first = pending.first, first.resolved { pending.removeFirst() }
+        core.releaseSlots(released)
+        checkBarriers()
+    }
+
+    private func resolve(_ entry: PendingPublish, ack: Bool) {
+        let error: AMQPError?
+        if !ack {
+            error = AMQPError(.nacked, detail: "the broker nacked the message", messageCount: 1)
+            unreported.detail = "the broker nacked the message"
+        } else if let returned = entry.returned {
+            error = AMQPError(.returned, replyCode: returned.code, detail: returned.text, messageCount: 1)
+            unreported.detail = "\(returned.code) \(returned.text)"
+        } else {
+            error = nil
+        }
+        if let waiter = entry.waiter {
+            if let error { waiter.resume(throwing: error) } else { waiter.resume() }
+        } else if let error {
+            if error.code == .nacked { unreported.nacked += 1 } else { unreported.returned += 1 }
+        }
+    }
+
+    private func markReturned(messageID: String?, code: Int, text: String) {
+        // The broker sends basic.return before the ack of the same message: find the oldest unresolved publish
+        // with that message id.
+        if let index = pending.firstIndex(where: { !$0.resolved && $0.returned == nil && $0.messageID == messageID }) {
+            pending[index].returned = (code, text)
+        } else {
+            logger.warning("basic.return for an unknown message", metadata: ["amqp.message_id": "\(messageID ?? "-")"])
+        }
+    }
+
+    // MARK: - Frames
+
+    private func readFrames() {
+        var frame = amqp_frame_t()
+        var zero = timeval(tv_sec: 0, tv_usec: 0)
+        var count = 0
+        while broken == nil {
+            let rc = amqp_simple_wait_frame_noblock(state, &frame, &zero)
+            if rc == AMQP_STATUS_TIMEOUT.rawValue { break }
+            guard rc == AMQP_STATUS_OK.rawValue else {
+                broken = "reading: \(String(cString: amqp_error_string2(rc)))"
+                break
+            }
+            count += 1
+            handle(&frame)
+            // Bounded, so that queued commands (acks among them) are not starved by a flood of deliveries.
+            if count >= 2048 { break }
+        }
+        if count > 0 { lastReceive = .now }
+        amqp_maybe_release_buffers(state)
+    }
+
+    private func handle(_ frame: inout amqp_frame_t) {
+        let channel = frame.channel
+        switch Int32(frame.frame_type) {
+        case AMQP_FRAME_METHOD:
+            handleMethod(&frame, channel: channel)
+        case AMQP_FRAME_HEADER:
+            guard var content = partial[channel] else { return }
+            content.properties = AMQPProperties(banditore_frame_properties(&frame).pointee)
+            content.expected = Int(banditore_frame_body_size(&frame))
+            content.body.reserveCapacity(content.expected)
+            content.headerSeen = true
+            if content.expected == 0 {
+                partial[channel] = nil
+                complete(content, channel: channel)
+            } else {
+                partial[channel] = content
+            }
+        case AMQP_FRAME_BODY:
+            guard partial[channel] != nil else { return }
+            let fragment = banditore_frame_body_fragment(&frame)
+            if fragment.len > 0, let base = fragment.bytes {
+                partial[channel]!.body.append(
+                    contentsOf: UnsafeRawBufferPointer(start: base, count: fragment.len)
+                )
+            }
+            if partial[channel]!.body.count >= partial[channel]!.expected {
+                let content = partial.removeValue(forKey: channel)!
+                complete(content, channel: channel)
+            }
+        default:
+            break
+        }
+    }
+
+    private func handleMethod(_ frame: inout amqp_frame_t, channel: amqp_channel_t) {
+        let id = banditore_frame_method_id(&frame)
+        let decoded = banditore_frame_method_decoded(&frame)!
+        switch id {
+        case BANDITORE_BASIC_ACK:
+            let ack = decoded.assumingMemoryBound(to: amqp_basic_ack_t.self).pointee
+            confirm(tag: ack.delivery_tag, multiple: ack.multiple != 0, ack: true)
+        case BANDITORE_BASIC_NACK:
+            let nack = decoded.assumingMemoryBound(to: amqp_basic_nack_t.self).pointee
+            confirm(tag: nack.delivery_tag, multiple: nack.multiple != 0, ack: false)
+        case BANDITORE_BASIC_DELIVER:
+            let deliver = decoded.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
+            partial[channel] = PartialContent(
+                method: .deliver(
+                    tag: deliver.delivery_tag, redelivered: deliver.redelivered != 0,
+                    exchange: String(amqpBytes: deliver.exchange), routingKey: String(amqpBytes: deliver.routing_key)
+                )
+            )
+        case BANDITORE_BASIC_RETURN:
+            let ret = decoded.assumingMemoryBound(to: amqp_basic_return_t.self).pointee
+            partial[channel] = PartialContent(
+                method: .returned(code: Int(ret.reply_code), text: String(amqpBytes: ret.reply_text))
+            )
+        case BANDITORE_CHANNEL_CLOSE:
+            let close = decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
+            handleChannelClosed(channel, code: Int(close.reply_code), text: String(amqpBytes: close.reply_text))
+        case BANDITORE_CONNECTION_CLOSE:
+            let close = decoded.assumingMemoryBound(to: amqp_connection_close_t.self).pointee
+            var ok = amqp_connection_close_ok_t(dummy: 0)
+            _ = amqp_send_method(state, 0, BANDITORE_CONNECTION_CLOSE_OK, &ok)
+            broken = "broker closed the connection: \(close.reply_code) \(String(amqpBytes: close.reply_text))"
+        case BANDITORE_BASIC_CANCEL:
+            // The broker cancelled a consumer (its queue was deleted): end that consumer's sequence.
+            if let consumer = consumerByChannel.removeValue(forKey: channel) {
+                consumers[consumer.id] = nil
+                consumer.continuation.finish(
+                    throwing: AMQPError(.channelClosed, detail: "the broker cancelled the consumer of \(consumer.queue)")
+                )
+                _ = amqp_channel_close(state, channel, AMQP_REPLY_SUCCESS)
+                _ = try? checkReply("channel.close", channel: channel)
+            }
+        case BANDITORE_CONNECTION_BLOCKED:
+            logger.warning("AMQP broker blocked publishing (resource alarm)")
+        case BANDITORE_CONNECTION_UNBLOCKED:
+            logger.info("AMQP broker unblocked publishing")
+        default:
+            logger.debug("AMQP unhandled method", metadata: ["amqp.method": "\(id)"])
+        }
+    }
+
+    private func complete(_ content: PartialContent, channel: amqp_channel_t) {
+        switch content.method {
+        case .deliver(let tag, let redelivered, let exchange, let routingKey):
+            guard let consumer = consumerByChannel[channel] else { return }
+            let delivery = AMQPDelivery(
+                body: content.body, properties: content.properties, exchange: exchange, routingKey: routingKey,
+                redelivered: redelivered, deliveryTag: tag,
+                settler: Settler(core: core, channel: channel, generation: generation)
+            )
+            consumer.continuation.yield(delivery)
+        case .returned(let code, let text):
+            markReturned(messageID: content.properties.messageID, code: code, text: text)
+        }
+    }
+
+    private func handleChannelClosed(_ channel: amqp_channel_t, code: Int, text: String) {
+        var ok = amqp_channel_close_ok_t(dummy: 0)
+        _ = amqp_send_method(state, channel, BANDITORE_CHANNEL_CLOSE_OK, &ok)
+        partial[channel] = nil
+        let error = AMQPError(.channelClosed, replyCode: code, detail: text)
+        logger.warning("AMQP channel closed by the broker",
+                       metadata: ["amqp.channel": "\(channel)", "amqp.reply": "\(code) \(text)"])
+        if channel == Self.publishChannel {
+            failPending(with: error)
+            nextSeq = 1
+            do {
+                try openChannel(channel)
+                _ = amqp_confirm_select(state, channel)
+                try checkReply("confirm.select", channel: channel)
+            } catch {
+                broken = broken ?? "could not reopen the publishing channel"
+            }
+        } else if channel == Self.controlChannel {
+            if (try? openChannel(channel)) == nil { broken = broken ?? "could not reopen the control channel" }
+        } else if let consumer = consumerByChannel.removeValue(forKey: channel) {
+            do {
+                try startConsuming(consumer)
+            } catch {
+                consumers[consumer.id] = nil
+                consumer.continuation.finish(throwing: error)
+            }
+        }
+    }
+
+    private func failPending(with error: AMQPError) {
+        var released = 0
+        while let entry = pending.popFirst() {
+            guard !entry.resolved else { continue }
+            released += 1
+            if let waiter = entry.waiter {
+                waiter.resume(throwing: error)
+            } else if error.code == .channelClosed {
+                unreported.nacked += 1
+                unreported.detail = error.detail ?? ""
+            } else {
+                unreported.lost += 1
+            }
+        }
+        core.releaseSlots(released)
+        checkBarriers()
+    }
+
+    // MARK: - Heartbeats
+
+    private func checkHeartbeats() {
+        guard configuration.heartbeat > 0 else { return }
+        let interval = Duration.seconds(configuration.heartbeat)
+        let now = ContinuousClock.now
+        if now - lastReceive > interval * 2 {
+            broken = "no data from the broker for \(configuration.heartbeat * 2) s (heartbeat timeout)"
+            return
+        }
+        if now - lastSend > interval / 2 {
+            if banditore_send_heartbeat(state) != AMQP_STATUS_OK.rawValue {
+                broken = "could not send a heartbeat"
+            }
+            lastSend = now
+        }
+    }
+
+    // MARK: - Teardown
+
+    /// Drops the connection after a failure: unconfirmed publishes fail, consumers wait for the reconnect.
+    private func teardown(reason: String) {
+        core.setConnected(false)
+        failPending(with: AMQPError(.connectionLost, detail: reason))
+        partial.removeAll()
+        consumerByChannel.removeAll()
+        freeChannels.removeAll()
+        nextChannel = 3
+        if let state {
+            amqp_destroy_connection(state)
+        }
+        state = nil
+    }
+
+    private func finishShutdown() {
+        let leftovers = core.markClosed()
+        if let state {
+            // Give outstanding confirms a moment to arrive, so that a clean close loses nothing.
+            let deadline = ContinuousClock.now + .seconds(2)
+            while !pending.isEmpty, broken == nil, ContinuousClock.now < deadline {
+                readFrames()
+                if pending.isEmpty { break }
+                var fds = [pollfd(fd: amqp_get_sockfd(state), events: Int16(POLLIN), revents: 0)]
+                _ = poll(&fds, 1, 50)
+            }
+            for consumer in consumers.values { consumer.continuation.finish() }
+            consumers.removeAll()
+            failPending(with: AMQPError(.closed))
+            if broken == nil {
+                _ = amqp_connection_close(state, AMQP_REPLY_SUCCESS)
+            }
+            amqp_destroy_connection(state)
+            self.state = nil
+        } else {
+            for consumer in consumers.values { consumer.continuation.finish() }
+            consumers.removeAll()
+        }
+        for command in leftovers { ConnectionCore.fail(command, with: AMQPError(.closed)) }
+        for barrier in barriers { completeBarrier(barrier.continuation) }
+        barriers.removeAll()
+        for waiter in shutdownWaiters { waiter.resume() }
+        shutdownWaiters.removeAll()
+    }
+}
+
+/// What a passive declare tells about a queue.
+public struct AMQPQueueInfo: Sendable, Hashable {
+    public var name: String
+    /// Messages ready for delivery (not counting unacknowledged ones).
+    public var messageCount: Int
+    public var consumerCount: Int
+}
+
+extension timeval {
+    init(seconds: Double) {
+        let whole = Int(seconds)
+        self.init(tv_sec: whole, tv_usec: Int((seconds - Double(whole)) * 1_000_000))
+    }
+}
