@@ -143,6 +143,11 @@ let package = Package(
             dependencies: ["BanditoreAMQP", "BanditoreTesting"],
             swiftSettings: swiftSettings
         ),
+        .testTarget(
+            name: "BanditorePostgresTests",
+            dependencies: ["BanditorePostgres", "BanditoreStore", "BanditoreTesting"],
+            swiftSettings: swiftSettings
+        ),
     ] + services.map {
         .executableTarget(name: $0, dependencies: runtimeDependencies, swiftSettings: swiftSettings)
     }

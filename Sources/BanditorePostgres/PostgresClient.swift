@@ -1,0 +1,161 @@
+import DequeModule
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// A small pool of ``PostgresConnection``s.
+///
+/// Connections open on demand up to `maxConnections`; a caller beyond that waits for one to come back. An idle
+/// connection whose server went away (a restart, say) is noticed when it is taken and reconnected, so the pool
+/// carries on after a database restart. A connection left inside a transaction is rolled back before reuse.
+public final class PostgresClient: Sendable, Service {
+    private struct State {
+        var idle: [PostgresConnection] = []
+        var open = 0
+        var waiters: Deque<CheckedContinuation<PostgresConnection?, any Error>> = []
+        var closed = false
+    }
+
+    public let configuration: PostgresConfiguration
+    private let logger: Logger
+    private let state = Mutex(State())
+
+    public init(configuration: PostgresConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    public convenience init(url: String, logger: Logger) throws {
+        self.init(configuration: try PostgresConfiguration(url: url), logger: logger)
+    }
+
+    // MARK: Use
+
+    /// Lends a connection to `body` and takes it back afterwards.
+    public func withConnection<T>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        let connection = try await acquire()
+        do {
+            let value = try await body(connection)
+            await release(connection)
+            return value
+        } catch {
+            await release(connection)
+            throw error
+        }
+    }
+
+    /// Runs one query on a pooled connection.
+    @discardableResult
+    public func query(_ query: PostgresQuery) async throws -> PostgresResult {
+        try await withConnection { try await $0.query(query) }
+    }
+
+    /// Runs `body` in a transaction on one pooled connection.
+    public func withTransaction<T>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        try await withConnection { try await $0.withTransaction(body) }
+    }
+
+    /// Whether the database answers (for readiness checks).
+    public func ping() async -> Bool {
+        (try? await query("SELECT 1")) != nil
+    }
+
+    /// Closes every connection; later calls fail with ``PostgresError/Code/closed``.
+    public func close() async {
+        let (idle, waiters) = state.withLock { state in
+            state.closed = true
+            defer {
+                state.idle.removeAll()
+                state.waiters.removeAll()
+            }
+            return (state.idle, state.waiters)
+        }
+        for waiter in waiters { waiter.resume(throwing: PostgresError(.closed)) }
+        for connection in idle { await connection.close() }
+    }
+
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await close()
+    }
+
+    // MARK: Internals
+
+    private enum Next {
+        case reuse(PostgresConnection)
+        case open
+        case wait
+    }
+
+    private func acquire() async throws -> PostgresConnection {
+        while true {
+            let next = try state.withLock { state -> Next in
+                if state.closed { throw PostgresError(.closed) }
+                if let connection = state.idle.popLast() { return .reuse(connection) }
+                if state.open < configuration.maxConnections {
+                    state.open += 1
+                    return .open
+                }
+                return .wait
+            }
+            switch next {
+            case .reuse(let connection):
+                if await connection.ensureAlive() { return connection }
+                await discard(connection)
+            case .open:
+                do {
+                    return try await PostgresConnection.connect(configuration, logger: logger)
+                } catch {
+                    slotFreed()
+                    throw error
+                }
+            case .wait:
+                let handed = try await withCheckedThrowingContinuation {
+                    (continuation: CheckedContinuation<PostgresConnection?, any Error>) in
+                    let closed = state.withLock { state -> Bool in
+                        if state.closed { return true }
+                        state.waiters.append(continuation)
+                        return false
+                    }
+                    if closed { continuation.resume(throwing: PostgresError(.closed)) }
+                }
+                if let handed {
+                    if await handed.ensureAlive() { return handed }
+                    await discard(handed)
+                }
+            // nil: a slot was freed; go round and open one.
+            }
+        }
+    }
+
+    private func release(_ connection: PostgresConnection) async {
+        guard await connection.readyForReuse() else {
+            await discard(connection)
+            return
+        }
+        let (waiter, closed) = state.withLock { state -> (CheckedContinuation<PostgresConnection?, any Error>?, Bool) in
+            if state.closed { return (nil, true) }
+            if let waiter = state.waiters.popFirst() { return (waiter, false) }
+            state.idle.append(connection)
+            return (nil, false)
+        }
+        if closed {
+            await discard(connection)
+        } else {
+            waiter?.resume(returning: connection)
+        }
+    }
+
+    private func discard(_ connection: PostgresConnection) async {
+        await connection.close()
+        slotFreed()
+    }
+
+    private func slotFreed() {
+        let waiter = state.withLock { state -> CheckedContinuation<PostgresConnection?, any Error>? in
+            state.open -= 1
+            return state.waiters.popFirst()
+        }
+        waiter?.resume(returning: nil)
+    }
+}

@@ -1,0 +1,454 @@
+import CLibPQ
+import Dispatch
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One libpq connection.
+///
+/// Every libpq call on the handle runs on the connection's own serial dispatch queue, one call sequence at a time,
+/// never on Swift's cooperative pool. Cancelling the calling task cancels the running query through `PQcancel`,
+/// which libpq documents as safe from another thread. Most code uses a ``PostgresClient`` (the pool) instead.
+public final class PostgresConnection: @unchecked Sendable {
+    // @unchecked: `handle` is read and written only inside blocks on `queue` (serial); `cancelKey` is behind a
+    // Mutex; everything else is immutable.
+    private let queue: DispatchQueue
+    private var handle: OpaquePointer?
+    private let cancelKey = Mutex<CancelKey?>(nil)
+    public let configuration: PostgresConfiguration
+    let logger: Logger
+
+    private struct CancelKey: @unchecked Sendable {  // a PGcancel*, usable from any thread (libpq docs)
+        let pointer: OpaquePointer
+    }
+
+    private init(configuration: PostgresConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        self.queue = DispatchQueue(label: "banditore.postgres")
+    }
+
+    deinit {
+        if let handle { PQfinish(handle) }
+        if let key = cancelKey.withLock({ $0 }) { PQfreeCancel(key.pointer) }
+    }
+
+    /// Connects, failing within `connectTimeout` with the server's or the library's message.
+    public static func connect(_ configuration: PostgresConfiguration, logger: Logger) async throws
+        -> PostgresConnection
+    {
+        let connection = PostgresConnection(configuration: configuration, logger: logger)
+        try await connection.onQueue { connection.open() }.get()
+        return connection
+    }
+
+    private func open() -> Result<Void, PostgresError> {
+        let keys = ["dbname", "connect_timeout", "application_name", "options", "client_encoding"]
+        let values = [
+            configuration.url, "\(configuration.connectTimeout)", configuration.applicationName,
+            "-c TimeZone=UTC -c DateStyle=ISO", "UTF8",
+        ]
+        let cKeys = keys.map { UnsafePointer(strdup($0)) } + [nil]
+        let cValues = values.map { UnsafePointer(strdup($0)) } + [nil]
+        defer {
+            for p in cKeys { free(UnsafeMutablePointer(mutating: p)) }
+            for p in cValues { free(UnsafeMutablePointer(mutating: p)) }
+        }
+        let conn = PQconnectdbParams(cKeys, cValues, 1)
+        guard let conn, PQstatus(conn) == CONNECTION_OK else {
+            let message = conn.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
+            if let conn { PQfinish(conn) }
+            return .failure(
+                PostgresError(.connectionFailed, message: "\(configuration.redactedURL): \(trimmed(message))")
+            )
+        }
+        handle = conn
+        refreshCancelKey()
+        return .success(())
+    }
+
+    private func refreshCancelKey() {
+        let key = handle.flatMap { PQgetCancel($0) }.map(CancelKey.init)
+        let old = cancelKey.withLock { state in
+            defer { state = key }
+            return state
+        }
+        if let old { PQfreeCancel(old.pointer) }
+    }
+
+    /// Closes the connection.
+    public func close() async {
+        _ = await onQueue {
+            if let handle = self.handle { PQfinish(handle) }
+            self.handle = nil
+        }
+    }
+
+    // MARK: Queries
+
+    /// Runs a query and returns all its rows.
+    @discardableResult
+    public func query(_ query: PostgresQuery) async throws -> PostgresResult {
+        try await run { conn in
+            let result = Params(query.binds).withPointers { values in
+                PQexecParams(conn, query.sql, Int32(query.binds.count), nil, values, nil, nil, 0)
+            }
+            return try self.collect(result, conn: conn, sql: query.sql)
+        }
+    }
+
+    /// Runs one or more statements without parameters (a migration file, say) in one round trip.
+    public func execute(script sql: String) async throws {
+        try await run { conn in
+            // PQexec returns the last result (the first failing one stops the script).
+            _ = try self.collect(PQexec(conn, sql), conn: conn, sql: String(sql.prefix(200)))
+        }
+    }
+
+    // MARK: Transactions
+
+    /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
+    public func withTransaction<T>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+        try await query("BEGIN")
+        do {
+            let value = try await body(self)
+            try await query("COMMIT")
+            return value
+        } catch {
+            _ = try? await query("ROLLBACK")
+            throw error
+        }
+    }
+
+    // MARK: Streaming
+
+    /// Runs a query in single-row mode and hands its rows to `body` as they arrive, so that memory does not grow
+    /// with the result. Rows cross from the connection's queue in batches of `batchSize`. If `body` stops early, the
+    /// query is cancelled and the connection drained before this returns.
+    public func withRows<T>(
+        _ query: PostgresQuery,
+        batchSize: Int = 1000,
+        _ body: (PostgresRowSequence) async throws -> T
+    ) async throws -> T {
+        try await run { conn in
+            let sent = Params(query.binds).withPointers { values in
+                PQsendQueryParams(conn, query.sql, Int32(query.binds.count), nil, values, nil, nil, 0)
+            }
+            guard sent == 1 else { throw self.connectionError(conn, sql: query.sql) }
+            guard PQsetSingleRowMode(conn) == 1 else {
+                throw PostgresError(.server, message: "could not enter single-row mode", query: query.sql)
+            }
+        }
+        let state = RowStreamState()
+        let rows = PostgresRowSequence(connection: self, state: state, batchSize: max(1, batchSize), sql: query.sql)
+        do {
+            let value = try await body(rows)
+            try await finishStream(state, sql: query.sql)
+            return value
+        } catch {
+            try? await finishStream(state, sql: query.sql)
+            throw error
+        }
+    }
+
+    /// Reads up to `limit` rows of a running single-row query.
+    func nextBatch(_ state: RowStreamState, limit: Int, sql: String) async throws -> [PostgresRow] {
+        try await run { conn in
+            var rows: [PostgresRow] = []
+            rows.reserveCapacity(limit)
+            while rows.count < limit, !state.done {
+                guard let result = PQgetResult(conn) else {
+                    state.done = true
+                    break
+                }
+                defer { PQclear(result) }
+                switch PQresultStatus(result) {
+                case PGRES_SINGLE_TUPLE:
+                    if state.columns == nil { state.columns = Self.columns(result) }
+                    rows.append(PostgresRow(columns: state.columns!, values: Self.values(result, row: 0)))
+                case PGRES_TUPLES_OK, PGRES_COMMAND_OK:
+                    state.done = true
+                    while let rest = PQgetResult(conn) { PQclear(rest) }
+                default:
+                    state.done = true
+                    let error = self.serverError(result, conn: conn, sql: sql)
+                    while let rest = PQgetResult(conn) { PQclear(rest) }
+                    throw error
+                }
+            }
+            return rows
+        }
+    }
+
+    private func finishStream(_ state: RowStreamState, sql: String) async throws {
+        guard !state.done else { return }
+        cancelRunningQuery()
+        _ = try await run { conn in
+            while let result = PQgetResult(conn) { PQclear(result) }
+            state.done = true
+        }
+    }
+
+    // MARK: COPY
+
+    /// Bulk-loads rows with `COPY … FROM STDIN` (text format), sent in chunks of about `chunkSize` bytes.
+    ///
+    /// - Parameters:
+    ///   - table: the table, as written in SQL (quote it yourself if it needs quoting).
+    ///   - columns: the columns the values fill, in order.
+    ///   - rows: one array of values per row (nil is NULL).
+    /// - Returns: the number of rows copied.
+    @discardableResult
+    public func copy<Rows: Sequence>(
+        into table: String,
+        columns: [String],
+        rows: Rows,
+        chunkSize: Int = 64 * 1024
+    ) async throws -> Int where Rows.Element == [(any PostgresEncodable)?] {
+        let sql = "COPY \(table) (\(columns.joined(separator: ", "))) FROM STDIN"
+        try await run { conn in
+            let result = PQexec(conn, sql)
+            guard let result else { throw self.connectionError(conn, sql: sql) }
+            defer { PQclear(result) }
+            guard PQresultStatus(result) == PGRES_COPY_IN else {
+                throw self.serverError(result, conn: conn, sql: sql)
+            }
+        }
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(chunkSize + 4096)
+        do {
+            for row in rows {
+                CopyText.append(row, to: &buffer)
+                if buffer.count >= chunkSize {
+                    try await sendCopyData(buffer, sql: sql)
+                    buffer.removeAll(keepingCapacity: true)
+                }
+            }
+            if !buffer.isEmpty { try await sendCopyData(buffer, sql: sql) }
+        } catch {
+            _ = try? await endCopy(error: "aborted by the client", sql: sql)
+            throw error
+        }
+        return try await endCopy(error: nil, sql: sql)
+    }
+
+    private func sendCopyData(_ chunk: [UInt8], sql: String) async throws {
+        try await run { conn in
+            let rc = chunk.withUnsafeBufferPointer { buffer in
+                buffer.baseAddress!.withMemoryRebound(to: CChar.self, capacity: buffer.count) {
+                    PQputCopyData(conn, $0, Int32(buffer.count))
+                }
+            }
+            guard rc == 1 else { throw self.connectionError(conn, sql: sql) }
+        }
+    }
+
+    private func endCopy(error: String?, sql: String) async throws -> Int {
+        try await run { conn in
+            guard PQputCopyEnd(conn, error) == 1 else { throw self.connectionError(conn, sql: sql) }
+            var outcome: Result<Int, PostgresError> = .success(0)
+            while let result = PQgetResult(conn) {
+                if PQresultStatus(result) == PGRES_COMMAND_OK {
+                    outcome = .success(Int(String(cString: PQcmdTuples(result))) ?? 0)
+                } else if case .success = outcome {
+                    outcome = .failure(self.serverError(result, conn: conn, sql: sql))
+                }
+                PQclear(result)
+            }
+            return try outcome.get()
+        }
+    }
+
+    // MARK: Health
+
+    /// Whether the connection still works; notices a server that went away while the connection sat idle, and
+    /// tries one reset then.
+    func ensureAlive() async -> Bool {
+        await onQueue { () -> Bool in
+            guard let conn = self.handle else { return false }
+            if PQstatus(conn) == CONNECTION_OK, PQconsumeInput(conn) == 1, PQstatus(conn) == CONNECTION_OK {
+                return true
+            }
+            self.logger.info("PostgreSQL connection lost; reconnecting")
+            PQreset(conn)
+            self.refreshCancelKey()
+            return PQstatus(conn) == CONNECTION_OK
+        }
+    }
+
+    /// Whether the connection is usable for the pool: open, and outside any transaction.
+    func readyForReuse() async -> Bool {
+        let status = await onQueue { () -> (ok: Bool, inTransaction: Bool) in
+            guard let conn = self.handle, PQstatus(conn) == CONNECTION_OK else { return (false, false) }
+            return (true, PQtransactionStatus(conn) != PQTRANS_IDLE)
+        }
+        guard status.ok else { return false }
+        if status.inTransaction { return (try? await query("ROLLBACK")) != nil }
+        return true
+    }
+
+    // MARK: - Internals
+
+    private func onQueue<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            queue.async { continuation.resume(returning: body()) }
+        }
+    }
+
+    private func run<T: Sendable>(_ body: @escaping @Sendable (OpaquePointer) throws -> T) async throws -> T {
+        try Task.checkCancellation()
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+                queue.async {
+                    guard let conn = self.handle else {
+                        continuation.resume(throwing: PostgresError(.closed))
+                        return
+                    }
+                    continuation.resume(with: Result { try body(conn) })
+                }
+            }
+        } onCancel: {
+            cancelRunningQuery()
+        }
+    }
+
+    private func cancelRunningQuery() {
+        cancelKey.withLock { key in
+            guard let key else { return }
+            var buffer = [CChar](repeating: 0, count: 256)
+            _ = PQcancel(key.pointer, &buffer, 256)
+        }
+    }
+
+    private func collect(_ result: OpaquePointer?, conn: OpaquePointer, sql: String) throws -> PostgresResult {
+        guard let result else { throw connectionError(conn, sql: sql) }
+        defer { PQclear(result) }
+        switch PQresultStatus(result) {
+        case PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+            return PostgresResult(rows: [], affectedRows: Int(String(cString: PQcmdTuples(result))) ?? 0)
+        case PGRES_TUPLES_OK:
+            let columns = Self.columns(result)
+            let count = Int(PQntuples(result))
+            var rows: [PostgresRow] = []
+            rows.reserveCapacity(count)
+            for r in 0..<count { rows.append(PostgresRow(columns: columns, values: Self.values(result, row: r))) }
+            return PostgresResult(rows: rows, affectedRows: count)
+        default:
+            throw serverError(result, conn: conn, sql: sql)
+        }
+    }
+
+    private static func columns(_ result: OpaquePointer) -> PostgresColumns {
+        PostgresColumns(names: (0..<PQnfields(result)).map { String(cString: PQfname(result, $0)) })
+    }
+
+    private static func values(_ result: OpaquePointer, row: Int) -> [String?] {
+        let r = Int32(row)
+        return (0..<PQnfields(result)).map { c in
+            PQgetisnull(result, r, c) == 1 ? nil : String(cString: PQgetvalue(result, r, c))
+        }
+    }
+
+    private func serverError(_ result: OpaquePointer, conn: OpaquePointer, sql: String) -> PostgresError {
+        func field(_ code: Character) -> String? {
+            PQresultErrorField(result, Int32(code.asciiValue!)).map { String(cString: $0) }
+        }
+        let broken = PQstatus(conn) != CONNECTION_OK
+        return PostgresError(
+            broken ? .connectionClosed : .server,
+            sqlState: field("C"),
+            message: field("M") ?? trimmed(String(cString: PQerrorMessage(conn))),
+            detail: field("D"),
+            constraint: field("n"),
+            query: sql
+        )
+    }
+
+    private func connectionError(_ conn: OpaquePointer, sql: String) -> PostgresError {
+        PostgresError(
+            PQstatus(conn) == CONNECTION_OK ? .server : .connectionClosed,
+            message: trimmed(String(cString: PQerrorMessage(conn))), query: sql
+        )
+    }
+}
+
+private func trimmed(_ message: String) -> String {
+    message.trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+/// Query parameters as C strings for the duration of one call.
+private struct Params {
+    let values: [String?]
+    init(_ values: [String?]) { self.values = values }
+
+    func withPointers<R>(_ body: ([UnsafePointer<CChar>?]) throws -> R) rethrows -> R {
+        let pointers = values.map { $0.map { UnsafePointer(strdup($0)!) } }
+        defer { for p in pointers { if let p { free(UnsafeMutablePointer(mutating: p)) } } }
+        return try body(pointers)
+    }
+}
+
+/// The progress of a streamed query; touched on the connection's queue only (one call at a time).
+final class RowStreamState: @unchecked Sendable {
+    var done = false
+    var columns: PostgresColumns?
+}
+
+/// The rows of a streamed query; iterate it once, inside ``PostgresConnection/withRows(_:batchSize:_:)``.
+public struct PostgresRowSequence: AsyncSequence, Sendable {
+    public typealias Element = PostgresRow
+    let connection: PostgresConnection
+    let state: RowStreamState
+    let batchSize: Int
+    let sql: String
+
+    public func makeAsyncIterator() -> Iterator {
+        Iterator(sequence: self)
+    }
+
+    public struct Iterator: AsyncIteratorProtocol {
+        let sequence: PostgresRowSequence
+        var buffer: [PostgresRow] = []
+        var index = 0
+
+        public mutating func next() async throws -> PostgresRow? {
+            if index == buffer.count {
+                guard !sequence.state.done else { return nil }
+                buffer = try await sequence.connection.nextBatch(
+                    sequence.state, limit: sequence.batchSize, sql: sequence.sql
+                )
+                index = 0
+                if buffer.isEmpty { return nil }
+            }
+            defer { index += 1 }
+            return buffer[index]
+        }
+    }
+}
+
+/// COPY's text format: tab-separated, `\N` for NULL, backslash escapes.
+enum CopyText {
+    static func append(_ row: [(any PostgresEncodable)?], to buffer: inout [UInt8]) {
+        for (index, value) in row.enumerated() {
+            if index > 0 { buffer.append(9) }
+            guard let text = value?.postgresText else {
+                buffer.append(UInt8(ascii: "\\"))
+                buffer.append(UInt8(ascii: "N"))
+                continue
+            }
+            for byte in text.utf8 {
+                switch byte {
+                case UInt8(ascii: "\\"): buffer.append(92); buffer.append(92)
+                case 9: buffer.append(92); buffer.append(UInt8(ascii: "t"))
+                case 10: buffer.append(92); buffer.append(UInt8(ascii: "n"))
+                case 13: buffer.append(92); buffer.append(UInt8(ascii: "r"))
+                default: buffer.append(byte)
+                }
+            }
+        }
+        buffer.append(10)
+    }
+}

@@ -1,0 +1,49 @@
+import BanditorePostgres
+import BanditoreTesting
+import Foundation
+import Logging
+import Testing
+
+/// Restarts a PostgreSQL of its own (see ``PrivateServer``), so that the other tests are not disturbed.
+@Suite("PostgreSQL across a server restart", .serialized)
+struct DatabaseRestartTests {
+    @Test("the pool reconnects after the server restarts; a query cut off by the restart fails clearly")
+    func poolSurvivesRestart() async throws {
+        let server = try await PrivateServer.start(.postgres, portBase: 5791)
+        do {
+            try await check(server)
+            try await server.destroy()
+        } catch {
+            try? await server.destroy()
+            throw error
+        }
+    }
+
+    private func check(_ server: PrivateServer) async throws {
+        let client = try PostgresClient(
+            configuration: PostgresConfiguration(url: server.url, maxConnections: 2),
+            logger: Logger(label: "test.postgres.restart")
+        )
+        try await client.query("CREATE TABLE IF NOT EXISTS survivors (v integer)")
+        try await client.query("INSERT INTO survivors VALUES (1)")
+
+        // A long query when the server goes down ends with an error that says the connection was lost.
+        let longQuery = Task { try await client.query("SELECT pg_sleep(30)") }
+        try await Task.sleep(for: .milliseconds(300))
+        try await server.stop()
+        await #expect {
+            _ = try await longQuery.value
+        } throws: { error in
+            guard let error = error as? PostgresError else { return false }
+            return error.code == .connectionClosed || error.sqlState == "57P01"
+        }
+        await #expect(throws: PostgresError.self) { try await client.query("SELECT 1") }
+
+        try await server.start()
+        // Idle connections from before the restart are noticed and replaced: the next query just works.
+        let count = try await client.query("SELECT count(*) FROM survivors").first!.decode(Int.self, at: 0)
+        #expect(count == 1)
+        try await client.query("INSERT INTO survivors VALUES (2)")
+        await client.close()
+    }
+}
