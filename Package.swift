@@ -148,6 +148,11 @@ let package = Package(
             dependencies: ["BanditorePostgres", "BanditoreStore", "BanditoreTesting"],
             swiftSettings: swiftSettings
         ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["BanditoreRuntime", "BanditoreTesting", "BanditoreAMQP", "BanditorePostgres"],
+            swiftSettings: swiftSettings
+        ),
     ] + services.map {
         .executableTarget(name: $0, dependencies: runtimeDependencies, swiftSettings: swiftSettings)
     }

@@ -1,1 +1,3 @@
-print("todo")
+import BanditoreRuntime
+
+try await ServiceRunner.run(ServiceDescription(name: "banditore-dispatch-telegram", defaultPort: 8084))

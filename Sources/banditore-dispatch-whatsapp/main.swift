@@ -1,1 +1,3 @@
-print("todo")
+import BanditoreRuntime
+
+try await ServiceRunner.run(ServiceDescription(name: "banditore-dispatch-whatsapp", defaultPort: 8083))

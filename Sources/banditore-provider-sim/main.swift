@@ -1,1 +1,5 @@
-print("todo")
+import BanditoreRuntime
+
+try await ServiceRunner.run(
+    ServiceDescription(name: "banditore-provider-sim", defaultPort: 9090, usesBroker: false, usesDatabase: false)
+)

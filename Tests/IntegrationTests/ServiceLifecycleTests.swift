@@ -1,0 +1,109 @@
+import BanditoreAMQP
+import BanditoreRuntime
+import BanditoreTesting
+import Foundation
+import Logging
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+private let services: [(name: String, port: Int)] = [
+    ("banditore-ingest", 18080),
+    ("banditore-registry", 18081),
+    ("banditore-composer", 18082),
+    ("banditore-dispatch-whatsapp", 18083),
+    ("banditore-dispatch-telegram", 18084),
+    ("banditore-dispatch-wechat", 18085),
+    ("banditore-provider-sim", 18090),
+]
+
+@Suite("Every service starts, reports health, and stops cleanly on SIGTERM")
+struct ServiceLifecycleTests {
+    @Test("start, /healthz, /readyz, /metrics, SIGTERM → exit 0", arguments: services)
+    func lifecycle(service: (name: String, port: Int)) async throws {
+        let environment = [
+            "AMQP_URL": try TestServers.amqpURL(),
+            "DATABASE_URL": try TestServers.databaseURL(),
+        ]
+        let process = try ServiceProcess.start(service.name, port: service.port, environment: environment)
+        let healthy = await eventually(timeout: .seconds(30), every: .milliseconds(100)) {
+            await process.get("/healthz")?.status == 200
+        }
+        guard healthy else {
+            process.signal(SIGKILL)
+            _ = await process.waitForExit()
+            Issue.record("\(service.name) never answered /healthz; log:\n\(process.log)")
+            return
+        }
+        let ready = await process.get("/readyz")
+        #expect(ready?.status == 200, "readyz: \(String(describing: ready))")
+        let metrics = await process.get("/metrics")
+        #expect(metrics?.status == 200)
+        #expect(process.log.contains(#""msg":"starting""#), "JSON logs")
+
+        process.signal(SIGTERM)
+        let status = await process.waitForExit()
+        #expect(status == 0, "exit status after SIGTERM; log:\n\(process.log)")
+        #expect(process.log.contains(#""msg":"stopped""#))
+    }
+
+    @Test("on a fresh broker, a service declares every queue of the topology at start")
+    func topologyDeclared() async throws {
+        let broker = try await PrivateServer.start(.rabbitmq, portBase: 5793)
+        let logger = Logger(label: "test.topology")
+        do {
+            let connection = try await AMQPConnection.connect(url: broker.url, logger: logger)
+            let topology = BanditoreTopology.all
+            for queue in topology.queues {
+                await #expect(throws: AMQPError.self) { try await connection.inspectQueue(queue.name) }
+            }
+            let process = try ServiceProcess.start(
+                "banditore-composer", port: 18182,
+                environment: ["AMQP_URL": broker.url, "DATABASE_URL": try TestServers.databaseURL()]
+            )
+            #expect(await eventually(timeout: .seconds(30)) { await process.get("/healthz")?.status == 200 })
+            for queue in topology.queues {
+                let info = try await connection.inspectQueue(queue.name)
+                #expect(info.messageCount == 0, "\(queue.name)")
+            }
+            process.signal(SIGTERM)
+            #expect(await process.waitForExit() == 0)
+            await connection.close()
+            try await broker.destroy()
+        } catch {
+            try? await broker.destroy()
+            throw error
+        }
+    }
+}
+
+@Suite("Readiness follows the broker", .serialized)
+struct ReadinessTests {
+    @Test("/readyz answers 503 while the broker is down and 200 once it is back; the service keeps running")
+    func readinessFollowsBroker() async throws {
+        let broker = try await PrivateServer.start(.rabbitmq, portBase: 5792)
+        let process = try ServiceProcess.start(
+            "banditore-registry", port: 18181,
+            environment: ["AMQP_URL": broker.url, "DATABASE_URL": try TestServers.databaseURL()]
+        )
+        do {
+            #expect(await eventually(timeout: .seconds(30)) { await process.get("/readyz")?.status == 200 })
+            try await broker.stop()
+            #expect(await eventually(timeout: .seconds(20)) { await process.get("/readyz")?.status == 503 })
+            #expect(await process.get("/readyz")?.body.contains("broker") == true)
+            #expect(await process.get("/healthz")?.status == 200)
+            try await broker.start()
+            #expect(await eventually(timeout: .seconds(30)) { await process.get("/readyz")?.status == 200 })
+            process.signal(SIGTERM)
+            #expect(await process.waitForExit() == 0)
+            try await broker.destroy()
+        } catch {
+            process.signal(SIGKILL)
+            _ = await process.waitForExit()
+            try? await broker.destroy()
+            throw error
+        }
+    }
+}
