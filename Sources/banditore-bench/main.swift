@@ -1,1 +1,129 @@
-print("todo")
+import ArgumentParser
+import BanditoreAMQP
+import BanditorePostgres
+import Foundation
+import Logging
+
+/// Measures the AMQP and PostgreSQL modules; `scripts/bench` runs it beside the plain C and psql baselines.
+/// Each subcommand prints one rate (items per second) on standard output.
+@main
+struct Bench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "banditore-bench",
+        abstract: "Throughput of Banditore's AMQP and PostgreSQL modules.",
+        subcommands: [Publish.self, Consume.self, DeleteQueues.self, Copy.self, Stream.self]
+    )
+}
+
+private let logger = Logger(label: "bench")
+
+private func rate(_ count: Int, since start: ContinuousClock.Instant) -> String {
+    let elapsed = ContinuousClock.now - start
+    let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    return String(format: "%.0f", Double(count) / seconds)
+}
+
+struct Publish: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Publish persistent messages under confirms.")
+    @Option var url: String
+    @Option var queue: String
+    @Option var count = 100_000
+    @Option var size = 200
+    @Option(help: "Wait for confirms every N messages (0: only at the end, with up to 10,000 in flight).")
+    var confirmEvery = 1_000
+
+    func run() async throws {
+        let connection = try await AMQPConnection.connect(url: url, logger: logger)
+        try await connection.declare(AMQPTopology(queues: [AMQPQueue(name: queue)]))
+        let message = AMQPMessage(
+            body: [UInt8](repeating: UInt8(ascii: "x"), count: size),
+            properties: AMQPProperties(contentType: "application/json")
+        )
+        let start = ContinuousClock.now
+        for i in 1...count {
+            try await connection.publish(message, exchange: "", routingKey: queue, mandatory: false)
+            if confirmEvery > 0, i % confirmEvery == 0 { try await connection.waitForConfirms() }
+        }
+        try await connection.waitForConfirms()
+        print(rate(count, since: start))
+        await connection.close()
+    }
+}
+
+struct Consume: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Consume with prefetch 500, a multiple-ack every 100.")
+    @Option var url: String
+    @Option var queue: String
+    @Option var count = 100_000
+
+    func run() async throws {
+        let connection = try await AMQPConnection.connect(url: url, logger: logger)
+        let consumer = try await connection.consume(queue: queue, prefetch: 500)
+        let start = ContinuousClock.now
+        var received = 0
+        for try await delivery in consumer {
+            received += 1
+            if received % 100 == 0 || received == count { delivery.ack(multiple: true) }
+            if received == count { break }
+        }
+        print(rate(received, since: start))
+        consumer.cancel()
+        await connection.close()
+    }
+}
+
+struct DeleteQueues: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Delete the benchmark's queues.")
+    @Option var url: String
+    @Argument var queues: [String]
+
+    func run() async throws {
+        let connection = try await AMQPConnection.connect(url: url, logger: logger)
+        for queue in queues { try await connection.deleteQueue(queue) }
+        await connection.close()
+    }
+}
+
+struct Copy: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "COPY rows (id, 32-character text) into a table.")
+    @Option var url: String
+    @Option var table: String
+    @Option var count = 1_000_000
+
+    func run() async throws {
+        let connection = try await PostgresConnection.connect(PostgresConfiguration(url: url), logger: logger)
+        let rows = (1...count).lazy.map { i -> [(any PostgresEncodable)?] in [i, Self.text(i)] }
+        let start = ContinuousClock.now
+        let copied = try await connection.copy(into: table, columns: ["id", "label"], rows: rows)
+        print(rate(copied, since: start))
+        await connection.close()
+    }
+
+    /// The same 32 characters per row as the psql baseline's file.
+    static func text(_ i: Int) -> String {
+        let s = String(i)
+        return String(repeating: "0", count: 32 - s.count) + s
+    }
+}
+
+struct Stream: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stream rows of a query, decoding each.")
+    @Option var url: String
+    @Option var count = 1_000_000
+
+    func run() async throws {
+        let connection = try await PostgresConnection.connect(PostgresConfiguration(url: url), logger: logger)
+        let start = ContinuousClock.now
+        var seen = 0
+        try await connection.withRows(
+            "SELECT g, md5(g::text) FROM generate_series(1, \(count)) AS g", batchSize: 2_000
+        ) { rows in
+            for try await row in rows {
+                _ = try row.decode(Int.self, String.self)
+                seen += 1
+            }
+        }
+        print(rate(seen, since: start))
+        await connection.close()
+    }
+}
