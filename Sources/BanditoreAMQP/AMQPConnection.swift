@@ -116,10 +116,9 @@ public final class AMQPConnection: Sendable, Service {
         routingKey: String,
         mandatory: Bool = true
     ) async throws {
-        try await core.reserveSlot()
-        core.enqueue(
-            .publish(PublishRequest(exchange: exchange, routingKey: routingKey, mandatory: mandatory,
-                                    message: message, waiter: nil))
+        try await core.enqueuePublish(
+            PublishRequest(exchange: exchange, routingKey: routingKey, mandatory: mandatory, message: message,
+                           waiter: nil)
         )
     }
 
@@ -156,7 +155,7 @@ public final class AMQPConnection: Sendable, Service {
     /// Iterating ends when the consumer is cancelled, or the connection closed.
     public func consume(queue: String, prefetch: UInt16 = 100) async throws -> AMQPConsumer {
         let id = core.makeConsumerID()
-        let (stream, continuation) = AsyncThrowingStream<AMQPDelivery, any Error>.makeStream()
+        let (stream, continuation) = AsyncThrowingStream<[AMQPDelivery], any Error>.makeStream()
         let core = self.core
         continuation.onTermination = { _ in core.enqueue(.cancelConsumer(id: id)) }
         try await perform { worker in
@@ -185,11 +184,28 @@ public final class AMQPConnection: Sendable, Service {
 public struct AMQPConsumer: AsyncSequence, Sendable {
     public typealias Element = AMQPDelivery
     let id: Int
-    let stream: AsyncThrowingStream<AMQPDelivery, any Error>
+    /// The connection's thread hands over every delivery read in one cycle at once.
+    let stream: AsyncThrowingStream<[AMQPDelivery], any Error>
     let core: ConnectionCore
 
-    public func makeAsyncIterator() -> AsyncThrowingStream<AMQPDelivery, any Error>.AsyncIterator {
-        stream.makeAsyncIterator()
+    public func makeAsyncIterator() -> Iterator {
+        Iterator(batches: stream.makeAsyncIterator())
+    }
+
+    public struct Iterator: AsyncIteratorProtocol {
+        var batches: AsyncThrowingStream<[AMQPDelivery], any Error>.AsyncIterator
+        var buffer: [AMQPDelivery] = []
+        var index = 0
+
+        public mutating func next() async throws -> AMQPDelivery? {
+            while index == buffer.count {
+                guard let batch = try await batches.next(isolation: #isolation) else { return nil }
+                buffer = batch
+                index = 0
+            }
+            defer { index += 1 }
+            return buffer[index]
+        }
     }
 
     /// Stops the consumer: its channel closes and the broker requeues what was not settled.

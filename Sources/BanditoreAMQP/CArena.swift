@@ -91,6 +91,36 @@ final class CArena {
     private func kind(_ kind: amqp_field_value_kind_t) -> UInt8 { UInt8(truncatingIfNeeded: kind.rawValue) }
 }
 
+/// Long-lived C copies of strings that recur (exchange names, routing keys, content types), so that a publish
+/// does not allocate them each time. Bounded: when full it is emptied and refilled. Used on one thread only.
+final class CStringCache {
+    private var entries: [String: amqp_bytes_t] = [:]
+    private let capacity: Int
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    deinit { clear() }
+
+    func bytes(_ string: String) -> amqp_bytes_t {
+        if let cached = entries[string] { return cached }
+        if entries.count >= capacity { clear() }
+        var copy = string
+        let bytes = copy.withUTF8 { buffer -> amqp_bytes_t in
+            guard buffer.count > 0 else { return amqp_bytes_t(len: 0, bytes: nil) }
+            let pointer = malloc(buffer.count)!
+            pointer.copyMemory(from: buffer.baseAddress!, byteCount: buffer.count)
+            return amqp_bytes_t(len: buffer.count, bytes: pointer)
+        }
+        entries[string] = bytes
+        return bytes
+    }
+
+    private func clear() {
+        for bytes in entries.values { free(bytes.bytes) }
+        entries.removeAll()
+    }
+}
+
 // MARK: - Reading C values into Swift
 
 extension String {
@@ -183,14 +213,14 @@ extension AMQPProperties {
         )
     }
 
-    /// Writes the properties for a publish, with their strings allocated in `arena`.
-    func cProperties(in arena: CArena) -> amqp_basic_properties_t {
+    /// Writes the properties for a publish: per-message strings in `arena`, repeated ones from `interned`.
+    func cProperties(in arena: CArena, interned: CStringCache) -> amqp_basic_properties_t {
         var p = amqp_basic_properties_t()
         var flags: UInt16 = BANDITORE_FLAG_DELIVERY_MODE
         p.delivery_mode = persistent ? 2 : 1
         if let contentType {
             flags |= BANDITORE_FLAG_CONTENT_TYPE
-            p.content_type = arena.bytes(contentType)
+            p.content_type = interned.bytes(contentType)
         }
         if let contentEncoding {
             flags |= BANDITORE_FLAG_CONTENT_ENCODING
@@ -226,7 +256,7 @@ extension AMQPProperties {
         }
         if let type {
             flags |= BANDITORE_FLAG_TYPE
-            p.type = arena.bytes(type)
+            p.type = interned.bytes(type)
         }
         if let appID {
             flags |= BANDITORE_FLAG_APP_ID

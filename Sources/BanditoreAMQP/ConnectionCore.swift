@@ -129,27 +129,63 @@ final class ConnectionCore: Sendable {
 
     // MARK: Room among unconfirmed publishes
 
-    /// Waits until fewer than `maxUnconfirmed` publishes are unconfirmed, then takes a slot.
+    /// Hands a publish to the thread in one step (slot, queue, wake-up), waiting only while `maxUnconfirmed`
+    /// publishes are unconfirmed.
+    func enqueuePublish(_ request: PublishRequest) async throws {
+        while true {
+            guard let error = tryEnqueuePublish(request) else { return }
+            guard error.code == .full else { throw error }
+            try await waitForRoom()
+        }
+    }
+
+    /// Enqueues the publish when there is room; returns why not otherwise (``AMQPError/Code/full`` when at the
+    /// limit of unconfirmed publishes).
+    func tryEnqueuePublish(_ request: PublishRequest) -> AMQPError? {
+        let outcome = shared.withLock { state -> (AMQPError?, Bool) in
+            if state.closed { return (AMQPError(.closed), false) }
+            if !state.connected { return (AMQPError(.notConnected), false) }
+            guard state.inFlight < maxUnconfirmed else { return (AMQPError(.full), false) }
+            state.inFlight += 1
+            state.commands.append(.publish(request))
+            let wake = state.workerSleeping
+            state.workerSleeping = false
+            return (nil, wake)
+        }
+        if outcome.1 {
+            var one: UInt64 = 1
+            _ = write(wakeFD, &one, 8)
+        }
+        return outcome.0
+    }
+
+    /// Takes a slot among the unconfirmed publishes, waiting for one; the caller enqueues its publish next.
     func reserveSlot() async throws {
         while true {
-            let outcome = shared.withLock { state -> Result<Bool, AMQPError> in
-                if state.closed { return .failure(AMQPError(.closed)) }
-                if !state.connected { return .failure(AMQPError(.notConnected)) }
-                if state.inFlight < maxUnconfirmed {
-                    state.inFlight += 1
-                    return .success(true)
-                }
-                return .success(false)
+            let outcome = shared.withLock { state -> AMQPError?? in
+                if state.closed { return .some(AMQPError(.closed)) }
+                if !state.connected { return .some(AMQPError(.notConnected)) }
+                guard state.inFlight < maxUnconfirmed else { return .none }
+                state.inFlight += 1
+                return .some(nil)
             }
-            if try outcome.get() { return }
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let resumeNow = shared.withLock { state -> Bool in
-                    if state.closed || state.inFlight < maxUnconfirmed { return true }
-                    state.roomWaiters.append(continuation)
-                    return false
-                }
-                if resumeNow { continuation.resume() }
+            switch outcome {
+            case .some(nil): return
+            case .some(let error?): throw error
+            case .none: try await waitForRoom()
             }
+        }
+    }
+
+    /// Returns once fewer than `maxUnconfirmed` publishes are unconfirmed (or the connection closed).
+    func waitForRoom() async throws {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let resumeNow = shared.withLock { state -> Bool in
+                if state.closed || state.inFlight < maxUnconfirmed { return true }
+                state.roomWaiters.append(continuation)
+                return false
+            }
+            if resumeNow { continuation.resume() }
         }
     }
 

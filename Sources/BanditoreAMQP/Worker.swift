@@ -17,6 +17,8 @@ final class Worker {
     let configuration: AMQPConfiguration
     let logger: Logger
     private let arena = CArena()
+    /// C copies of the strings publishes repeat (exchanges, routing keys, content types), kept across calls.
+    private let interned = CStringCache(capacity: 1024)
 
     private(set) var state: amqp_connection_state_t?
     /// Increases with every successful connect; deliveries of an earlier generation cannot be settled.
@@ -44,10 +46,12 @@ final class Worker {
         let id: Int
         let queue: String
         let prefetch: UInt16
-        let continuation: AsyncThrowingStream<AMQPDelivery, any Error>.Continuation
+        let continuation: AsyncThrowingStream<[AMQPDelivery], any Error>.Continuation
         var channel: amqp_channel_t = 0
+        /// Deliveries read in the current cycle, handed over together at its end (one stream yield per batch).
+        var batch: [AMQPDelivery] = []
         init(id: Int, queue: String, prefetch: UInt16,
-             continuation: AsyncThrowingStream<AMQPDelivery, any Error>.Continuation) {
+             continuation: AsyncThrowingStream<[AMQPDelivery], any Error>.Continuation) {
             self.id = id
             self.queue = queue
             self.prefetch = prefetch
@@ -55,6 +59,7 @@ final class Worker {
         }
     }
     private var consumers: [Int: ConsumerState] = [:]
+    private var consumersWithBatches: [ConsumerState] = []
     private var consumerByChannel: [amqp_channel_t: ConsumerState] = [:]
     private var freeChannels: [amqp_channel_t] = []
     private var nextChannel: amqp_channel_t = 3
@@ -71,7 +76,14 @@ final class Worker {
         var body: [UInt8] = []
         var headerSeen = false
     }
-    private var partial: [amqp_channel_t: PartialContent] = [:]
+    /// Indexed by channel number (channels are small integers), mutated in place: no hashing or copies per frame.
+    private var partial: [PartialContent?] = Array(repeating: nil, count: 64)
+
+    private func setPartial(_ channel: amqp_channel_t, _ content: PartialContent?) {
+        let index = Int(channel)
+        if index >= partial.count { partial += Array(repeating: nil, count: index + 1 - partial.count) }
+        partial[index] = content
+    }
 
     /// Everything declared so far, declared again after a reconnect.
     private var topology = AMQPTopology()
@@ -397,7 +409,7 @@ final class Worker {
         consumer.continuation.finish()
         guard state != nil, consumerByChannel[consumer.channel] === consumer else { return }
         consumerByChannel[consumer.channel] = nil
-        partial[consumer.channel] = nil
+        setPartial(consumer.channel, nil)
         // Closing the channel returns its unacknowledged deliveries to the queue.
         _ = amqp_channel_close(state, consumer.channel, AMQP_REPLY_SUCCESS)
         if (try? checkReply("channel.close", channel: consumer.channel)) != nil {
@@ -450,11 +462,11 @@ final class Worker {
 
     private func publish(_ request: PublishRequest) {
         defer { arena.reset() }
-        var properties = request.message.properties.cProperties(in: arena)
+        var properties = request.message.properties.cProperties(in: arena, interned: interned)
         let rc = request.message.body.withUnsafeBytes { body -> Int32 in
             let bodyBytes = amqp_bytes_t(len: body.count, bytes: UnsafeMutableRawPointer(mutating: body.baseAddress))
             return amqp_basic_publish(
-                state, Self.publishChannel, arena.bytes(request.exchange), arena.bytes(request.routingKey),
+                state, Self.publishChannel, interned.bytes(request.exchange), interned.bytes(request.routingKey),
                 request.mandatory ? 1 : 0, 0, &properties, bodyBytes
             )
         }
@@ -599,7 +611,28 @@ final class Worker {
             if count >= 2048 { break }
         }
         if count > 0 { lastReceive = .now }
+        // A small batch wakes the consumer's thread for little: wait a moment for more of the same burst.
+        if count > 0, count < 2048, broken == nil, pendingDeliveries > 0, pendingDeliveries < 128,
+            lingered < 3, banditore_wait_readable(amqp_get_sockfd(state), 100) > 0
+        {
+            lingered += 1
+            readFrames()
+            return
+        }
+        lingered = 0
+        flushDeliveries()
         amqp_maybe_release_buffers(state)
+    }
+
+    private var lingered = 0
+    private var pendingDeliveries: Int { consumersWithBatches.reduce(0) { $0 + $1.batch.count } }
+
+    private func flushDeliveries() {
+        for consumer in consumersWithBatches where !consumer.batch.isEmpty {
+            consumer.continuation.yield(consumer.batch)
+            consumer.batch.removeAll(keepingCapacity: true)
+        }
+        consumersWithBatches.removeAll(keepingCapacity: true)
     }
 
     private func handle(_ frame: inout amqp_frame_t) {
@@ -608,27 +641,27 @@ final class Worker {
         case AMQP_FRAME_METHOD:
             handleMethod(&frame, channel: channel)
         case AMQP_FRAME_HEADER:
-            guard var content = partial[channel] else { return }
-            content.properties = AMQPProperties(banditore_frame_properties(&frame).pointee)
-            content.expected = Int(banditore_frame_body_size(&frame))
-            content.body.reserveCapacity(content.expected)
-            content.headerSeen = true
-            if content.expected == 0 {
-                partial[channel] = nil
+            let index = Int(channel)
+            guard index < partial.count, partial[index] != nil else { return }
+            let expected = Int(banditore_frame_body_size(&frame))
+            partial[index]!.properties = AMQPProperties(banditore_frame_properties(&frame).pointee)
+            partial[index]!.expected = expected
+            partial[index]!.headerSeen = true
+            if expected == 0 {
+                let content = partial[index].take()!
                 complete(content, channel: channel)
             } else {
-                partial[channel] = content
+                partial[index]!.body.reserveCapacity(expected)
             }
         case AMQP_FRAME_BODY:
-            guard partial[channel] != nil else { return }
+            let index = Int(channel)
+            guard index < partial.count, partial[index] != nil else { return }
             let fragment = banditore_frame_body_fragment(&frame)
             if fragment.len > 0, let base = fragment.bytes {
-                partial[channel]!.body.append(
-                    contentsOf: UnsafeRawBufferPointer(start: base, count: fragment.len)
-                )
+                partial[index]!.body.append(contentsOf: UnsafeRawBufferPointer(start: base, count: fragment.len))
             }
-            if partial[channel]!.body.count >= partial[channel]!.expected {
-                let content = partial.removeValue(forKey: channel)!
+            if partial[index]!.body.count >= partial[index]!.expected {
+                let content = partial[index].take()!
                 complete(content, channel: channel)
             }
         default:
@@ -648,16 +681,17 @@ final class Worker {
             confirm(tag: nack.delivery_tag, multiple: nack.multiple != 0, ack: false)
         case BANDITORE_BASIC_DELIVER:
             let deliver = decoded.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
-            partial[channel] = PartialContent(
+            setPartial(channel, PartialContent(
                 method: .deliver(
                     tag: deliver.delivery_tag, redelivered: deliver.redelivered != 0,
                     exchange: String(amqpBytes: deliver.exchange), routingKey: String(amqpBytes: deliver.routing_key)
                 )
-            )
+            ))
         case BANDITORE_BASIC_RETURN:
             let ret = decoded.assumingMemoryBound(to: amqp_basic_return_t.self).pointee
-            partial[channel] = PartialContent(
-                method: .returned(code: Int(ret.reply_code), text: String(amqpBytes: ret.reply_text))
+            setPartial(
+                channel,
+                PartialContent(method: .returned(code: Int(ret.reply_code), text: String(amqpBytes: ret.reply_text)))
             )
         case BANDITORE_CHANNEL_CLOSE:
             let close = decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
@@ -695,7 +729,8 @@ final class Worker {
                 redelivered: redelivered, deliveryTag: tag,
                 settler: Settler(core: core, channel: channel, generation: generation)
             )
-            consumer.continuation.yield(delivery)
+            if consumer.batch.isEmpty { consumersWithBatches.append(consumer) }
+            consumer.batch.append(delivery)
         case .returned(let code, let text):
             markReturned(messageID: content.properties.messageID, code: code, text: text)
         }
@@ -704,7 +739,7 @@ final class Worker {
     private func handleChannelClosed(_ channel: amqp_channel_t, code: Int, text: String) {
         var ok = amqp_channel_close_ok_t(dummy: 0)
         _ = amqp_send_method(state, channel, BANDITORE_CHANNEL_CLOSE_OK, &ok)
-        partial[channel] = nil
+        setPartial(channel, nil)
         let error = AMQPError(.channelClosed, replyCode: code, detail: text)
         logger.warning("AMQP channel closed by the broker",
                        metadata: ["amqp.channel": "\(channel)", "amqp.reply": "\(code) \(text)"])
@@ -772,7 +807,9 @@ final class Worker {
     private func teardown(reason: String) {
         core.setConnected(false)
         failPending(with: AMQPError(.connectionLost, detail: reason))
-        partial.removeAll()
+        for index in partial.indices { partial[index] = nil }
+        for consumer in consumers.values { consumer.batch.removeAll() }
+        consumersWithBatches.removeAll()
         consumerByChannel.removeAll()
         freeChannels.removeAll()
         nextChannel = 3

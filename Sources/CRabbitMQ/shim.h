@@ -13,6 +13,7 @@
 
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/select.h>
 #include <sys/time.h>
 
 /// amqp_login is variadic, which Swift cannot call: plain-SASL login with fixed arguments.
@@ -43,6 +44,15 @@ static inline uint64_t banditore_frame_body_size(const amqp_frame_t *frame) {
 
 static inline amqp_bytes_t banditore_frame_body_fragment(const amqp_frame_t *frame) {
     return frame->payload.body_fragment;
+}
+
+/// Waits up to `micros` microseconds for `fd` to become readable; returns select's result (> 0: readable).
+static inline int banditore_wait_readable(int fd, long micros) {
+    fd_set set;
+    FD_ZERO(&set);
+    FD_SET(fd, &set);
+    struct timeval tv = { 0, micros };
+    return select(fd + 1, &set, NULL, NULL, &tv);
 }
 
 /// Sends a heartbeat frame.
