@@ -612,8 +612,8 @@ final class Worker {
         }
         if count > 0 { lastReceive = .now }
         // A small batch wakes the consumer's thread for little: wait a moment for more of the same burst.
-        if count > 0, count < 2048, broken == nil, pendingDeliveries > 0, pendingDeliveries < 128,
-            lingered < 3, banditore_wait_readable(amqp_get_sockfd(state), 100) > 0
+        if count > 0, count < 2048, broken == nil, pendingDeliveries > 0, pendingDeliveries < 256,
+            lingered < 5, banditore_wait_readable(amqp_get_sockfd(state), 100) > 0
         {
             lingered += 1
             readFrames()
