@@ -145,31 +145,43 @@ public enum ServiceRunner {
     public static func connectWithRetry(_ configuration: AMQPConfiguration, logger: Logger) async throws
         -> AMQPConnection
     {
-        var delay = 0.2
-        while true {
+        try await retryWhileUnreachable("broker", logger: logger) {
             do {
                 return try await AMQPConnection.connect(configuration, logger: logger)
             } catch let error as AMQPError where error.code == .connectionFailed {
-                logger.warning(
-                    "broker not reachable yet; retrying",
-                    metadata: ["error": "\(String(reflecting: error))", "retry.seconds": "\(delay)"]
-                )
-                try await Task.sleep(for: .milliseconds(Int(delay * 1000)))
-                delay = min(delay * 2, 5)
+                throw Unreachable(underlying: error)
             }
         }
     }
 
     private static func waitForDatabase(_ client: PostgresClient, logger: Logger) async throws {
+        try await retryWhileUnreachable("database", logger: logger) {
+            do {
+                try await client.query("SELECT 1")
+            } catch let error as PostgresError where error.code == .connectionFailed {
+                throw Unreachable(underlying: error)
+            }
+        }
+    }
+
+    private struct Unreachable: Error {
+        let underlying: any Error
+    }
+
+    /// Runs `attempt` until it does not throw ``Unreachable``, waiting 0.2 s, 0.4 s, … up to 5 s in between.
+    private static func retryWhileUnreachable<T>(
+        _ what: String,
+        logger: Logger,
+        _ attempt: () async throws -> T
+    ) async throws -> T {
         var delay = 0.2
         while true {
             do {
-                try await client.query("SELECT 1")
-                return
-            } catch let error as PostgresError where error.code == .connectionFailed {
+                return try await attempt()
+            } catch let error as Unreachable {
                 logger.warning(
-                    "database not reachable yet; retrying",
-                    metadata: ["error": "\(String(reflecting: error))", "retry.seconds": "\(delay)"]
+                    "\(what) not reachable yet; retrying",
+                    metadata: ["error": "\(String(reflecting: error.underlying))", "retry.seconds": "\(delay)"]
                 )
                 try await Task.sleep(for: .milliseconds(Int(delay * 1000)))
                 delay = min(delay * 2, 5)

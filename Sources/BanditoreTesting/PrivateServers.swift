@@ -28,6 +28,23 @@ public final class PrivateServer: Sendable {
         return server
     }
 
+    /// Starts a private server, runs `body` with it, and destroys it (data included) on every path.
+    public static func with<T>(
+        _ kind: Kind,
+        portBase: Int,
+        _ body: (PrivateServer) async throws -> T
+    ) async throws -> T {
+        let server = try await start(kind, portBase: portBase)
+        do {
+            let result = try await body(server)
+            try await server.destroy()
+            return result
+        } catch {
+            try? await server.destroy()
+            throw error
+        }
+    }
+
     private init(kind: Kind, stateDirectory: URL, portBase: Int) {
         self.kind = kind
         self.stateDirectory = stateDirectory

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 #if canImport(FoundationNetworking)
 import FoundationNetworking
@@ -13,6 +14,7 @@ public final class ServiceProcess: Sendable {
     public let port: Int
     public let pid: pid_t
     public let logPath: String
+    private let exited = Mutex(false)
 
     /// The folder holding the built executables (beside the test bundle).
     public static var binaryDirectory: URL {
@@ -56,12 +58,17 @@ public final class ServiceProcess: Sendable {
     }
 
     /// Sends a signal (SIGTERM by default).
+    /// Does nothing once the process has exited and been reaped (its pid may belong to another by then).
     public func signal(_ signal: Int32 = SIGTERM) {
-        kill(pid, signal)
+        exited.withLock { exited in
+            if !exited { kill(pid, signal) }
+        }
     }
 
     /// Waits for the process to exit and returns its status.
     public func waitForExit() async -> Int32 {
-        await ChildProcess.wait(pid)
+        let status = await ChildProcess.wait(pid)
+        exited.withLock { $0 = true }
+        return status
     }
 }

@@ -9,14 +9,7 @@ import Testing
 struct BrokerRestartTests {
     @Test("consuming resumes after a broker restart without losing a message; unconfirmed publishes fail clearly")
     func restartMidConsume() async throws {
-        let broker = try await PrivateServer.start(.rabbitmq, portBase: 5790)
-        do {
-            try await restartMidConsume(broker)
-            try await broker.destroy()
-        } catch {
-            try? await broker.destroy()
-            throw error
-        }
+        try await PrivateServer.with(.rabbitmq, portBase: 5790) { try await restartMidConsume($0) }
     }
 
     private func restartMidConsume(_ broker: PrivateServer) async throws {

@@ -9,14 +9,7 @@ import Testing
 struct DatabaseRestartTests {
     @Test("the pool reconnects after the server restarts; a query cut off by the restart fails clearly")
     func poolSurvivesRestart() async throws {
-        let server = try await PrivateServer.start(.postgres, portBase: 5791)
-        do {
-            try await check(server)
-            try await server.destroy()
-        } catch {
-            try? await server.destroy()
-            throw error
-        }
+        try await PrivateServer.with(.postgres, portBase: 5791) { try await check($0) }
     }
 
     private func check(_ server: PrivateServer) async throws {

@@ -51,10 +51,8 @@ struct ServiceLifecycleTests {
 
     @Test("on a fresh broker, a service declares every queue of the topology at start")
     func topologyDeclared() async throws {
-        let broker = try await PrivateServer.start(.rabbitmq, portBase: 5793)
-        let logger = Logger(label: "test.topology")
-        do {
-            let connection = try await AMQPConnection.connect(url: broker.url, logger: logger)
+        try await PrivateServer.with(.rabbitmq, portBase: 5793) { broker in
+            let connection = try await AMQPConnection.connect(url: broker.url, logger: Logger(label: "test.topology"))
             let topology = BanditoreTopology.all
             for queue in topology.queues {
                 await #expect(throws: AMQPError.self) { try await connection.inspectQueue(queue.name) }
@@ -63,6 +61,7 @@ struct ServiceLifecycleTests {
                 "banditore-composer", port: 18182,
                 environment: ["AMQP_URL": broker.url, "DATABASE_URL": try TestServers.databaseURL()]
             )
+            defer { process.signal(SIGKILL) }  // only if it is still running
             #expect(await eventually(timeout: .seconds(30)) { await process.get("/healthz")?.status == 200 })
             for queue in topology.queues {
                 let info = try await connection.inspectQueue(queue.name)
@@ -71,10 +70,6 @@ struct ServiceLifecycleTests {
             process.signal(SIGTERM)
             #expect(await process.waitForExit() == 0)
             await connection.close()
-            try await broker.destroy()
-        } catch {
-            try? await broker.destroy()
-            throw error
         }
     }
 }
@@ -83,12 +78,12 @@ struct ServiceLifecycleTests {
 struct ReadinessTests {
     @Test("/readyz answers 503 while the broker is down and 200 once it is back; the service keeps running")
     func readinessFollowsBroker() async throws {
-        let broker = try await PrivateServer.start(.rabbitmq, portBase: 5792)
-        let process = try ServiceProcess.start(
-            "banditore-registry", port: 18181,
-            environment: ["AMQP_URL": broker.url, "DATABASE_URL": try TestServers.databaseURL()]
-        )
-        do {
+        try await PrivateServer.with(.rabbitmq, portBase: 5792) { broker in
+            let process = try ServiceProcess.start(
+                "banditore-registry", port: 18181,
+                environment: ["AMQP_URL": broker.url, "DATABASE_URL": try TestServers.databaseURL()]
+            )
+            defer { process.signal(SIGKILL) }  // only if it is still running
             #expect(await eventually(timeout: .seconds(30)) { await process.get("/readyz")?.status == 200 })
             try await broker.stop()
             #expect(await eventually(timeout: .seconds(20)) { await process.get("/readyz")?.status == 503 })
@@ -98,12 +93,6 @@ struct ReadinessTests {
             #expect(await eventually(timeout: .seconds(30)) { await process.get("/readyz")?.status == 200 })
             process.signal(SIGTERM)
             #expect(await process.waitForExit() == 0)
-            try await broker.destroy()
-        } catch {
-            process.signal(SIGKILL)
-            _ = await process.waitForExit()
-            try? await broker.destroy()
-            throw error
         }
     }
 }
