@@ -217,18 +217,24 @@ public final class PostgresConnection: @unchecked Sendable {
                 throw self.serverError(result, conn: conn, sql: sql)
             }
         }
+        // While one chunk is sent on the connection's queue, the next is encoded here.
         var buffer: [UInt8] = []
         buffer.reserveCapacity(chunkSize + 4096)
+        var sending: Task<Void, any Error>?
         do {
             for row in rows {
                 CopyText.append(row, to: &buffer)
                 if buffer.count >= chunkSize {
-                    try await sendCopyData(buffer, sql: sql)
+                    try await sending?.value
+                    let chunk = buffer
+                    sending = Task { try await self.sendCopyData(chunk, sql: sql) }
                     buffer.removeAll(keepingCapacity: true)
                 }
             }
+            try await sending?.value
             if !buffer.isEmpty { try await sendCopyData(buffer, sql: sql) }
         } catch {
+            _ = try? await sending?.value
             _ = try? await endCopy(error: "aborted by the client", sql: sql)
             throw error
         }
@@ -439,9 +445,15 @@ enum CopyText {
                 buffer.append(UInt8(ascii: "N"))
                 continue
             }
-            for byte in text.utf8 {
+            let utf8 = text.utf8
+            // Most values need no escaping: copy them whole.
+            if !utf8.contains(where: { $0 == 92 || $0 == 9 || $0 == 10 || $0 == 13 }) {
+                buffer.append(contentsOf: utf8)
+                continue
+            }
+            for byte in utf8 {
                 switch byte {
-                case UInt8(ascii: "\\"): buffer.append(92); buffer.append(92)
+                case 92: buffer.append(92); buffer.append(92)
                 case 9: buffer.append(92); buffer.append(UInt8(ascii: "t"))
                 case 10: buffer.append(92); buffer.append(UInt8(ascii: "n"))
                 case 13: buffer.append(92); buffer.append(UInt8(ascii: "r"))
