@@ -64,7 +64,10 @@ public struct AMQPMessage: Sendable {
 
 /// A message received by a consumer. Settle it once with ``ack(multiple:)``, ``nack(requeue:multiple:)`` or
 /// ``reject(requeue:)``.
-public struct AMQPDelivery: Sendable {
+///
+/// A class rather than a struct: deliveries pass through batches and iterators, and copying a reference is much
+/// cheaper than copying every field.
+public final class AMQPDelivery: Sendable {
     public let body: [UInt8]
     public let properties: AMQPProperties
     public let exchange: String
@@ -72,6 +75,19 @@ public struct AMQPDelivery: Sendable {
     public let redelivered: Bool
     public let deliveryTag: UInt64
     let settler: Settler
+
+    init(
+        body: [UInt8], properties: AMQPProperties, exchange: String, routingKey: String, redelivered: Bool,
+        deliveryTag: UInt64, settler: Settler
+    ) {
+        self.body = body
+        self.properties = properties
+        self.exchange = exchange
+        self.routingKey = routingKey
+        self.redelivered = redelivered
+        self.deliveryTag = deliveryTag
+        self.settler = settler
+    }
 
     /// The body as UTF-8 text.
     public var bodyString: String { String(decoding: body, as: UTF8.self) }
