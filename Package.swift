@@ -43,6 +43,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
     ],
     targets: [
         // MARK: C libraries
@@ -80,6 +81,14 @@ let package = Package(
         ),
         .target(
             name: "BanditoreCore",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "BanditoreChannels",
+            dependencies: [
+                "BanditoreCore",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -146,6 +155,11 @@ let package = Package(
         .testTarget(
             name: "BanditorePostgresTests",
             dependencies: ["BanditorePostgres", "BanditoreStore", "BanditoreTesting"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BanditoreChannelsTests",
+            dependencies: ["BanditoreChannels"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

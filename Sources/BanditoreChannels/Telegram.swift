@@ -1,0 +1,138 @@
+import Foundation
+
+/// The Telegram Bot API shape: sendMessage, its errors, updates and the webhook secret.
+public enum Telegram {
+    public static let maxTextLength = 4096
+
+    /// A chat: a numeric id (users, groups; 52 bits) or a public channel's `@username`.
+    public enum ChatID: Sendable, Hashable {
+        case id(Int64)
+        case username(String)
+    }
+
+    /// `sendMessage` with link previews off.
+    public static func sendMessage(
+        token: String, chat: ChatID, text: String, parseMode: String? = nil, silent: Bool = false
+    ) throws -> ProviderRequest {
+        guard !text.isEmpty else { throw ChannelLimitError(channel: "telegram", field: "text", message: "empty") }
+        guard text.count <= maxTextLength else {
+            throw ChannelLimitError(
+                channel: "telegram", field: "text", message: "\(text.count) characters, at most \(maxTextLength)"
+            )
+        }
+        var payload: [String: Any] = ["text": text, "link_preview_options": ["is_disabled": true]]
+        switch chat {
+        case .id(let id): payload["chat_id"] = id
+        case .username(let name): payload["chat_id"] = name.hasPrefix("@") ? name : "@\(name)"
+        }
+        if let parseMode { payload["parse_mode"] = parseMode }
+        if silent { payload["disable_notification"] = true }
+        return ProviderRequest(
+            method: .post, path: "/bot\(token)/sendMessage", headers: ["Content-Type": "application/json"],
+            body: Array(try JSONSerialization.data(withJSONObject: payload, options: [.sortedKeys]))
+        )
+    }
+
+    /// Escapes text for `parse_mode: MarkdownV2`, so that a bulletin's punctuation is shown as written.
+    public static func escapeMarkdownV2(_ text: String) -> String {
+        let special = Set("_*[]()~`>#+-=|{}.!\\")
+        var out = ""
+        for ch in text {
+            if special.contains(ch) { out.append("\\") }
+            out.append(ch)
+        }
+        return out
+    }
+
+    /// The outcome of a send: the message id, or how to handle the failure.
+    public static func decodeSendResponse(status: Int, body: [UInt8]) -> Result<Int64, ProviderFailure> {
+        let json = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any]
+        if json?["ok"] as? Bool == true, let result = json?["result"] as? [String: Any],
+            let id = (result["message_id"] as? NSNumber)?.int64Value
+        {
+            return .success(id)
+        }
+        let code = (json?["error_code"] as? Int) ?? status
+        let description = (json?["description"] as? String) ?? "HTTP \(status)"
+        let parameters = json?["parameters"] as? [String: Any]
+        switch code {
+        case 429:
+            let retry = (parameters?["retry_after"] as? Int).map { Duration.seconds($0) }
+            return .failure(.rateLimited(retryAfter: retry, reason: description))
+        case 401, 404:
+            return .failure(.auth(reason: description))  // a wrong token answers 404 on the bot path
+        case 403:
+            return .failure(.permanent(code: "403", reason: description))  // blocked, deactivated, kicked
+        case 400:
+            if let migrated = (parameters?["migrate_to_chat_id"] as? NSNumber)?.int64Value {
+                return .failure(.permanent(code: "400-migrated:\(migrated)", reason: description))
+            }
+            return .failure(.permanent(code: "400", reason: description))
+        case 500...:
+            return .failure(.transient(reason: description))
+        default:
+            return .failure(.transient(reason: description))
+        }
+    }
+
+    /// Checks `X-Telegram-Bot-Api-Secret-Token` in constant time.
+    public static func verifySecret(header: String?, secret: String) -> Bool {
+        guard let header else { return false }
+        return constantTimeEquals(Array(header.utf8), Array(secret.utf8))
+    }
+
+    /// What an update reports.
+    public enum Update: Sendable, Hashable {
+        /// A text message; `command` is set for `/cmd` (with `@Bot` dropped), `argument` for what follows it.
+        case message(updateID: Int64, chatID: Int64, userID: Int64, languageCode: String?, text: String,
+                     command: String?, argument: String?, messageID: Int64)
+        /// The user blocked (`kicked`) or unblocked (`member`) the bot.
+        case membership(updateID: Int64, chatID: Int64, status: String)
+        /// Any other update, acknowledged and ignored.
+        case other(updateID: Int64)
+    }
+
+    /// Reads one Update.
+    public static func decodeUpdate(_ body: [UInt8]) throws -> Update {
+        guard let root = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
+            throw WebhookDecodingError("not a JSON object")
+        }
+        guard let updateID = (root["update_id"] as? NSNumber)?.int64Value else {
+            throw WebhookDecodingError("no update_id")
+        }
+        if let member = root["my_chat_member"] as? [String: Any] {
+            guard let chat = (member["chat"] as? [String: Any])?["id"] as? NSNumber,
+                let status = (member["new_chat_member"] as? [String: Any])?["status"] as? String
+            else { throw WebhookDecodingError("my_chat_member without chat or new_chat_member") }
+            return .membership(updateID: updateID, chatID: chat.int64Value, status: status)
+        }
+        if let message = root["message"] as? [String: Any] {
+            guard let chat = (message["chat"] as? [String: Any])?["id"] as? NSNumber,
+                let messageID = (message["message_id"] as? NSNumber)?.int64Value
+            else { throw WebhookDecodingError("message without chat or message_id") }
+            let from = message["from"] as? [String: Any]
+            guard let text = message["text"] as? String else { return .other(updateID: updateID) }
+            var command: String?
+            var argument: String?
+            let entities = (message["entities"] as? [[String: Any]]) ?? []
+            if let first = entities.first, first["type"] as? String == "bot_command", first["offset"] as? Int == 0,
+                let length = first["length"] as? Int
+            {
+                let utf16 = Array(text.utf16)
+                let end = min(length, utf16.count)
+                var name = String(decoding: utf16[0..<end], as: UTF16.self)
+                if let at = name.firstIndex(of: "@") { name = String(name[..<at]) }
+                command = name.lowercased()
+                let rest = String(decoding: utf16[end...], as: UTF16.self).trimmingCharacters(in: .whitespaces)
+                argument = rest.isEmpty ? nil : rest
+            }
+            return .message(
+                updateID: updateID, chatID: chat.int64Value,
+                userID: (from?["id"] as? NSNumber)?.int64Value ?? chat.int64Value,
+                languageCode: from?["language_code"] as? String, text: text, command: command, argument: argument,
+                messageID: messageID
+            )
+        }
+        return .other(updateID: updateID)
+    }
+}

@@ -1,0 +1,213 @@
+import Crypto
+import Foundation
+
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+
+/// The WeChat Official Account shape: access tokens, custom and template sends, inbound XML and its signature.
+/// Errors come with HTTP 200 and a non-zero `errcode`.
+public enum WeChat {
+    /// Custom text messages: about 2,048 bytes of UTF-8.
+    public static let maxCustomTextBytes = 2048
+    /// A template field's value.
+    public static let maxTemplateValueLength = 200
+
+    // MARK: Tokens
+
+    public static func tokenRequest(appID: String, secret: String) -> ProviderRequest {
+        ProviderRequest(
+            method: .get,
+            path: "/cgi-bin/token?grant_type=client_credential&appid=\(query(appID))&secret=\(query(secret))"
+        )
+    }
+
+    /// An access token and how long it lives.
+    public struct AccessToken: Sendable, Hashable {
+        public var token: String
+        public var expiresIn: Duration
+    }
+
+    public static func decodeToken(body: [UInt8]) -> Result<AccessToken, ProviderFailure> {
+        let json = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any]
+        if let token = json?["access_token"] as? String, let expires = json?["expires_in"] as? Int {
+            return .success(AccessToken(token: token, expiresIn: .seconds(expires)))
+        }
+        return .failure(classify(json))
+    }
+
+    // MARK: Sends
+
+    public static func customText(accessToken: String, openID: String, content: String) throws -> ProviderRequest {
+        guard !content.isEmpty else { throw ChannelLimitError(channel: "wechat", field: "text.content", message: "empty") }
+        guard content.utf8.count <= maxCustomTextBytes else {
+            throw ChannelLimitError(
+                channel: "wechat", field: "text.content",
+                message: "\(content.utf8.count) bytes, at most \(maxCustomTextBytes)"
+            )
+        }
+        return try post(
+            "/cgi-bin/message/custom/send", accessToken: accessToken,
+            ["touser": openID, "msgtype": "text", "text": ["content": content]]
+        )
+    }
+
+    public static func template(
+        accessToken: String, openID: String, templateID: String, data: [String: String], url: String? = nil,
+        clientMessageID: String? = nil
+    ) throws -> ProviderRequest {
+        for (key, value) in data where value.count > maxTemplateValueLength || value.isEmpty {
+            throw ChannelLimitError(
+                channel: "wechat", field: "data.\(key)",
+                message: value.isEmpty ? "empty" : "\(value.count) characters, at most \(maxTemplateValueLength)"
+            )
+        }
+        var payload: [String: Any] = [
+            "touser": openID, "template_id": templateID, "data": data.mapValues { ["value": $0] },
+        ]
+        if let url { payload["url"] = url }
+        if let clientMessageID { payload["client_msg_id"] = clientMessageID }
+        return try post("/cgi-bin/message/template/send", accessToken: accessToken, payload)
+    }
+
+    private static func post(_ path: String, accessToken: String, _ payload: [String: Any]) throws -> ProviderRequest {
+        ProviderRequest(
+            method: .post, path: "\(path)?access_token=\(query(accessToken))",
+            headers: ["Content-Type": "application/json"],
+            body: Array(try JSONSerialization.data(withJSONObject: payload, options: [.sortedKeys]))
+        )
+    }
+
+    /// The outcome of a send: the `msgid` (template sends; custom sends have none), or the failure.
+    public static func decodeSendResponse(status: Int, body: [UInt8]) -> Result<Int64?, ProviderFailure> {
+        guard (200..<300).contains(status) else {
+            return .failure(status == 429 ? .rateLimited(retryAfter: nil, reason: "HTTP 429") : .transient(reason: "HTTP \(status)"))
+        }
+        let json = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any]
+        if let code = json?["errcode"] as? Int, code == 0 {
+            return .success((json?["msgid"] as? NSNumber)?.int64Value)
+        }
+        return .failure(classify(json))
+    }
+
+    static func classify(_ json: [String: Any]?) -> ProviderFailure {
+        guard let code = json?["errcode"] as? Int else { return .transient(reason: "unreadable response") }
+        let message = (json?["errmsg"] as? String) ?? "errcode \(code)"
+        switch code {
+        case -1: return .transient(reason: message)  // system busy
+        case 40001, 40014, 42001: return .auth(reason: message)
+        case 45009: return .rateLimited(retryAfter: nil, reason: message)  // frequency or daily quota
+        default:
+            // 43004 not a follower, 40003 invalid openid, 45015 outside the 48 h window, 45047 reply quota,
+            // 45002 too long, 40037 bad template.
+            return .permanent(code: "\(code)", reason: message)
+        }
+    }
+
+    // MARK: Inbound
+
+    /// The sha1 of the sorted `[token, timestamp, nonce]` joined, as lowercase hex.
+    public static func signature(token: String, timestamp: String, nonce: String) -> String {
+        let joined = [token, timestamp, nonce].sorted().joined()
+        return hex(Insecure.SHA1.hash(data: Array(joined.utf8)))
+    }
+
+    /// Checks the `signature` query parameter in constant time.
+    public static func verifySignature(query: [String: String], token: String) -> Bool {
+        guard let signature = query["signature"], let timestamp = query["timestamp"], let nonce = query["nonce"] else {
+            return false
+        }
+        let expected = Self.signature(token: token, timestamp: timestamp, nonce: nonce)
+        return constantTimeEquals(Array(signature.lowercased().utf8), Array(expected.utf8))
+    }
+
+    /// The `echostr` to answer the server-address check with, when the signature holds.
+    public static func echo(query: [String: String], token: String) -> String? {
+        verifySignature(query: query, token: token) ? query["echostr"] : nil
+    }
+
+    /// A pushed message or event.
+    public struct Inbound: Sendable, Hashable {
+        public var toUser: String
+        public var fromUser: String
+        public var createTime: Int64
+        public var messageType: String
+        public var content: String?
+        public var messageID: String?
+        public var event: String?
+        public var eventKey: String?
+
+        /// The key that identifies a retry of the same push: `MsgId`, or `FromUserName`+`CreateTime` for events.
+        public var dedupeKey: String { messageID ?? "\(fromUser):\(createTime):\(event ?? "")" }
+    }
+
+    /// Reads the XML of a push.
+    public static func decodeInbound(_ body: [UInt8]) throws -> Inbound {
+        let fields = try FlatXML.parse(Data(body))
+        guard let to = fields["ToUserName"], let from = fields["FromUserName"], let type = fields["MsgType"],
+            let time = fields["CreateTime"].flatMap({ Int64($0.trimmingCharacters(in: .whitespaces)) })
+        else { throw WebhookDecodingError("missing ToUserName, FromUserName, CreateTime or MsgType") }
+        return Inbound(
+            toUser: to, fromUser: from, createTime: time, messageType: type, content: fields["Content"],
+            messageID: fields["MsgId"], event: fields["Event"], eventKey: fields["EventKey"]
+        )
+    }
+
+    /// A passive text reply (To and From swapped).
+    public static func passiveReply(to inbound: Inbound, content: String, now: Int64) -> String {
+        "<xml><ToUserName><![CDATA[\(cdata(inbound.fromUser))]]></ToUserName>"
+            + "<FromUserName><![CDATA[\(cdata(inbound.toUser))]]></FromUserName>"
+            + "<CreateTime>\(now)</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+            + "<Content><![CDATA[\(cdata(content))]]></Content></xml>"
+    }
+
+    private static func cdata(_ text: String) -> String {
+        text.replacingOccurrences(of: "]]>", with: "]]]]><![CDATA[>")
+    }
+
+    private static func query(_ value: String) -> String {
+        value.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? value
+    }
+}
+
+/// Reads `<xml><Name>value</Name>…</xml>` into a dictionary; anything malformed is an error.
+enum FlatXML {
+    static func parse(_ data: Data) throws -> [String: String] {
+        let delegate = Delegate()
+        let parser = XMLParser(data: data)
+        parser.shouldResolveExternalEntities = false
+        parser.delegate = delegate
+        guard parser.parse(), delegate.root == "xml" else {
+            throw WebhookDecodingError("not a WeChat XML message")
+        }
+        return delegate.fields
+    }
+
+    private final class Delegate: NSObject, XMLParserDelegate {
+        var root: String?
+        var fields: [String: String] = [:]
+        private var depth = 0
+        private var current: String?
+        private var text = ""
+
+        func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?,
+                    qualifiedName: String?, attributes: [String: String] = [:]) {
+            depth += 1
+            if depth == 1 { root = name } else if depth == 2 { current = name; text = "" }
+        }
+
+        func parser(_ parser: XMLParser, foundCharacters string: String) {
+            if depth == 2 { text += string }
+        }
+
+        func parser(_ parser: XMLParser, foundCDATA block: Data) {
+            if depth == 2 { text += String(decoding: block, as: UTF8.self) }
+        }
+
+        func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) {
+            if depth == 2, let current { fields[current] = text }
+            if depth == 2 { current = nil }
+            depth -= 1
+        }
+    }
+}

@@ -1,0 +1,209 @@
+import Crypto
+import Foundation
+
+/// The WhatsApp Business Cloud API shape: sends, their errors, webhooks and their signature.
+public enum WhatsApp {
+    public static let maxTextLength = 4096
+    public static let maxTemplateBodyLength = 1024
+
+    // MARK: Sends
+
+    /// A free-text message (allowed within 24 h of the citizen's last message).
+    public static func textMessage(
+        apiVersion: String, phoneNumberID: String, token: String, to: String, body: String
+    ) throws -> ProviderRequest {
+        guard !body.isEmpty else { throw ChannelLimitError(channel: "whatsapp", field: "text.body", message: "empty") }
+        guard body.count <= maxTextLength else {
+            throw ChannelLimitError(
+                channel: "whatsapp", field: "text.body", message: "\(body.count) characters, at most \(maxTextLength)"
+            )
+        }
+        let payload: [String: Any] = [
+            "messaging_product": "whatsapp", "recipient_type": "individual", "to": to, "type": "text",
+            "text": ["preview_url": false, "body": body],
+        ]
+        return try request(apiVersion: apiVersion, phoneNumberID: phoneNumberID, token: token, payload: payload)
+    }
+
+    /// An approved template message with body parameters (allowed at any time).
+    public static func templateMessage(
+        apiVersion: String, phoneNumberID: String, token: String, to: String, template: String, language: String,
+        parameters: [String]
+    ) throws -> ProviderRequest {
+        try validateTemplateParameters(parameters)
+        let payload: [String: Any] = [
+            "messaging_product": "whatsapp", "recipient_type": "individual", "to": to, "type": "template",
+            "template": [
+                "name": template,
+                "language": ["code": language],
+                "components": [["type": "body", "parameters": parameters.map { ["type": "text", "text": $0] }]],
+            ],
+        ]
+        return try request(apiVersion: apiVersion, phoneNumberID: phoneNumberID, token: token, payload: payload)
+    }
+
+    /// Template parameters: non-empty, no newline or tab, no more than four spaces in a row, and together at most
+    /// the body limit.
+    public static func validateTemplateParameters(_ parameters: [String]) throws {
+        for (index, parameter) in parameters.enumerated() {
+            let field = "template.parameters[\(index)]"
+            if parameter.isEmpty { throw ChannelLimitError(channel: "whatsapp", field: field, message: "empty") }
+            if parameter.contains(where: { $0 == "\n" || $0 == "\t" || $0 == "\r\n" || $0 == "\r" }) {
+                throw ChannelLimitError(channel: "whatsapp", field: field, message: "contains a newline or a tab")
+            }
+            if parameter.contains("     ") {
+                throw ChannelLimitError(channel: "whatsapp", field: field, message: "more than four spaces in a row")
+            }
+        }
+        let total = parameters.reduce(0) { $0 + $1.count }
+        if total > maxTemplateBodyLength {
+            throw ChannelLimitError(
+                channel: "whatsapp", field: "template.parameters",
+                message: "\(total) characters, at most \(maxTemplateBodyLength)"
+            )
+        }
+    }
+
+    private static func request(apiVersion: String, phoneNumberID: String, token: String, payload: [String: Any])
+        throws -> ProviderRequest
+    {
+        ProviderRequest(
+            method: .post, path: "/\(apiVersion)/\(phoneNumberID)/messages",
+            headers: ["Authorization": "Bearer \(token)", "Content-Type": "application/json"],
+            body: Array(try JSONSerialization.data(withJSONObject: payload, options: [.sortedKeys]))
+        )
+    }
+
+    /// The outcome of a send: the message id (`wamid.…`), or how to handle the failure.
+    public static func decodeSendResponse(status: Int, body: [UInt8]) -> Result<String, ProviderFailure> {
+        let json = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any]
+        if (200..<300).contains(status), let messages = json?["messages"] as? [[String: Any]],
+            let id = messages.first?["id"] as? String
+        {
+            return .success(id)
+        }
+        guard let error = json?["error"] as? [String: Any], let code = error["code"] as? Int else {
+            if status == 429 { return .failure(.rateLimited(retryAfter: nil, reason: "HTTP 429")) }
+            if status == 401 { return .failure(.auth(reason: "HTTP 401")) }
+            if status >= 500 || status == 408 { return .failure(.transient(reason: "HTTP \(status)")) }
+            return .failure(.transient(reason: "HTTP \(status) without an error body"))
+        }
+        let message = (error["message"] as? String) ?? "error \(code)"
+        return .failure(classify(code: code, message: message))
+    }
+
+    /// Classifies a Graph API error code (branch on the code, not the HTTP status).
+    public static func classify(code: Int, message: String) -> ProviderFailure {
+        switch code {
+        case 130429, 4, 80007, 131048:
+            return .rateLimited(retryAfter: nil, reason: message)
+        case 131056:
+            return .rateLimited(retryAfter: .seconds(6), reason: message)  // pair rate: about one per 6 s
+        case 190, 0:
+            return .auth(reason: message)
+        case 131000, 2, 131016:
+            return .transient(reason: message)
+        default:
+            // 131047 window closed, 131026 undeliverable, 131030/100 invalid, 10 and 200–299 permission,
+            // 132000/132001/132012 template: none gets better by retrying.
+            return .permanent(code: "\(code)", reason: message)
+        }
+    }
+
+    // MARK: Webhooks
+
+    /// Checks `X-Hub-Signature-256: sha256=<hex HMAC-SHA256(app secret, raw body)>` in constant time.
+    public static func verifySignature(header: String?, body: [UInt8], appSecret: String) -> Bool {
+        guard let header, header.hasPrefix("sha256=") else { return false }
+        let expected = signature(body: body, appSecret: appSecret)
+        return constantTimeEquals(Array(header.utf8), Array(expected.utf8))
+    }
+
+    /// The header value a correct sender puts on `body`.
+    public static func signature(body: [UInt8], appSecret: String) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: body, using: SymmetricKey(data: Array(appSecret.utf8)))
+        return "sha256=" + hex(mac)
+    }
+
+    /// Answers the subscription handshake: the challenge when the token matches, nil (answer 403) otherwise.
+    public static func verificationChallenge(query: [String: String], verifyToken: String) -> String? {
+        guard query["hub.mode"] == "subscribe", let token = query["hub.verify_token"],
+            constantTimeEquals(Array(token.utf8), Array(verifyToken.utf8)), let challenge = query["hub.challenge"]
+        else { return nil }
+        return challenge
+    }
+
+    /// What a webhook reports.
+    public enum Event: Sendable, Hashable {
+        case message(InboundMessage)
+        case status(StatusUpdate)
+    }
+
+    public struct InboundMessage: Sendable, Hashable {
+        public var from: String
+        public var id: String
+        public var timestamp: Date
+        public var type: String
+        /// The text, for text messages.
+        public var text: String?
+        public var profileName: String?
+    }
+
+    public struct StatusUpdate: Sendable, Hashable {
+        /// The id of the message the status is about (as returned by the send).
+        public var messageID: String
+        /// `sent`, `delivered`, `read` or `failed`.
+        public var status: String
+        public var recipient: String
+        public var timestamp: Date
+        public var errorCode: Int?
+        public var errorTitle: String?
+    }
+
+    /// Reads a webhook body (`object: whatsapp_business_account`).
+    public static func decodeWebhook(_ body: [UInt8]) throws -> [Event] {
+        guard let root = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
+            throw WebhookDecodingError("not a JSON object")
+        }
+        guard root["object"] as? String == "whatsapp_business_account" else {
+            throw WebhookDecodingError("object is not whatsapp_business_account")
+        }
+        guard let entries = root["entry"] as? [[String: Any]] else { throw WebhookDecodingError("no entry array") }
+        var events: [Event] = []
+        for entry in entries {
+            for change in (entry["changes"] as? [[String: Any]]) ?? [] {
+                guard let value = change["value"] as? [String: Any] else { continue }
+                let contacts = (value["contacts"] as? [[String: Any]]) ?? []
+                func name(of waID: String) -> String? {
+                    let contact = contacts.first { $0["wa_id"] as? String == waID }
+                    return (contact?["profile"] as? [String: Any])?["name"] as? String
+                }
+                for message in (value["messages"] as? [[String: Any]]) ?? [] {
+                    guard let from = message["from"] as? String, let id = message["id"] as? String,
+                        let type = message["type"] as? String
+                    else { throw WebhookDecodingError("message without from, id or type") }
+                    let text = (message["text"] as? [String: Any])?["body"] as? String
+                    events.append(.message(InboundMessage(
+                        from: from, id: id, timestamp: date(message["timestamp"]), type: type, text: text,
+                        profileName: name(of: from)
+                    )))
+                }
+                for status in (value["statuses"] as? [[String: Any]]) ?? [] {
+                    guard let id = status["id"] as? String, let state = status["status"] as? String,
+                        let recipient = status["recipient_id"] as? String
+                    else { throw WebhookDecodingError("status without id, status or recipient_id") }
+                    let error = (status["errors"] as? [[String: Any]])?.first
+                    events.append(.status(StatusUpdate(
+                        messageID: id, status: state, recipient: recipient, timestamp: date(status["timestamp"]),
+                        errorCode: error?["code"] as? Int, errorTitle: error?["title"] as? String
+                    )))
+                }
+            }
+        }
+        return events
+    }
+
+    private static func date(_ value: Any?) -> Date {
+        Date(timeIntervalSince1970: (value as? String).flatMap(Double.init) ?? 0)
+    }
+}
