@@ -123,6 +123,24 @@ final class CStringCache {
 
 // MARK: - Reading C values into Swift
 
+/// Remembers the last string read for one field (exchange, routing key, content type…), so that a run of
+/// deliveries carrying the same bytes shares one Swift string instead of allocating each time.
+struct RecentString {
+    private var bytes: [UInt8] = []
+    private var string = ""
+
+    mutating func string(for value: amqp_bytes_t) -> String {
+        guard value.len > 0, let base = value.bytes else { return "" }
+        let incoming = UnsafeRawBufferPointer(start: base, count: value.len)
+        if bytes.count == value.len, bytes.withUnsafeBytes({ memcmp($0.baseAddress!, base, value.len) == 0 }) {
+            return string
+        }
+        bytes = Array(incoming)
+        string = String(decoding: incoming, as: UTF8.self)
+        return string
+    }
+}
+
 extension String {
     init(amqpBytes bytes: amqp_bytes_t) {
         guard bytes.len > 0, let base = bytes.bytes else {
@@ -194,11 +212,11 @@ extension Dictionary where Key == String, Value == AMQPFieldValue {
 }
 
 extension AMQPProperties {
-    /// Reads the properties of a content header frame.
-    init(_ p: amqp_basic_properties_t) {
+    /// Reads the properties of a content header frame; the content type through `contentType`, which repeats.
+    init(_ p: amqp_basic_properties_t, contentType: inout RecentString) {
         func has(_ flag: UInt16) -> Bool { p._flags & amqp_flags_t(flag) != 0 }
         self.init(
-            contentType: has(BANDITORE_FLAG_CONTENT_TYPE) ? String(amqpBytes: p.content_type) : nil,
+            contentType: has(BANDITORE_FLAG_CONTENT_TYPE) ? contentType.string(for: p.content_type) : nil,
             contentEncoding: has(BANDITORE_FLAG_CONTENT_ENCODING) ? String(amqpBytes: p.content_encoding) : nil,
             headers: has(BANDITORE_FLAG_HEADERS) ? AMQPTable(p.headers) : [:],
             persistent: has(BANDITORE_FLAG_DELIVERY_MODE) ? p.delivery_mode == 2 : false,

@@ -19,6 +19,9 @@ final class Worker {
     private let arena = CArena()
     /// C copies of the strings publishes repeat (exchanges, routing keys, content types), kept across calls.
     private let interned = CStringCache(capacity: 1024)
+    private var recentExchange = RecentString()
+    private var recentRoutingKey = RecentString()
+    private var recentContentType = RecentString()
 
     private(set) var state: amqp_connection_state_t?
     /// Increases with every successful connect; deliveries of an earlier generation cannot be settled.
@@ -644,7 +647,9 @@ final class Worker {
             let index = Int(channel)
             guard index < partial.count, partial[index] != nil else { return }
             let expected = Int(banditore_frame_body_size(&frame))
-            partial[index]!.properties = AMQPProperties(banditore_frame_properties(&frame).pointee)
+            partial[index]!.properties = AMQPProperties(
+                banditore_frame_properties(&frame).pointee, contentType: &recentContentType
+            )
             partial[index]!.expected = expected
             partial[index]!.headerSeen = true
             if expected == 0 {
@@ -684,7 +689,8 @@ final class Worker {
             setPartial(channel, PartialContent(
                 method: .deliver(
                     tag: deliver.delivery_tag, redelivered: deliver.redelivered != 0,
-                    exchange: String(amqpBytes: deliver.exchange), routingKey: String(amqpBytes: deliver.routing_key)
+                    exchange: recentExchange.string(for: deliver.exchange),
+                    routingKey: recentRoutingKey.string(for: deliver.routing_key)
                 )
             ))
         case BANDITORE_BASIC_RETURN:
