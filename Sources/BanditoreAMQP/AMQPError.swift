@@ -16,7 +16,6 @@ public struct AMQPError: Error, Sendable, CustomStringConvertible, CustomDebugSt
             case nacked
             case returned
             case protocolError
-            case full
         }
 
         private let base: Base
@@ -42,8 +41,6 @@ public struct AMQPError: Error, Sendable, CustomStringConvertible, CustomDebugSt
         public static let returned = Code(.returned)
         /// The broker or the library reported an unexpected protocol state.
         public static let protocolError = Code(.protocolError)
-        /// Internal: the limit of unconfirmed publishes is reached (callers wait instead of seeing this).
-        static let full = Code(.full)
 
         public var description: String { base.rawValue }
     }

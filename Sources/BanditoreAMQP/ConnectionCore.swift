@@ -129,56 +129,60 @@ final class ConnectionCore: Sendable {
 
     // MARK: Room among unconfirmed publishes
 
-    /// Hands a publish to the thread in one step (slot, queue, wake-up), waiting only while `maxUnconfirmed`
-    /// publishes are unconfirmed.
-    func enqueuePublish(_ request: PublishRequest) async throws {
-        while true {
-            guard let error = tryEnqueuePublish(request) else { return }
-            guard error.code == .full else { throw error }
-            try await waitForRoom()
-        }
+    /// Whether a publish may take a slot among the unconfirmed ones.
+    private enum Admission {
+        case admitted
+        case full
+        case refused(AMQPError)
     }
 
-    /// Enqueues the publish when there is room; returns why not otherwise (``AMQPError/Code/full`` when at the
-    /// limit of unconfirmed publishes).
-    func tryEnqueuePublish(_ request: PublishRequest) -> AMQPError? {
-        let outcome = shared.withLock { state -> (AMQPError?, Bool) in
-            if state.closed { return (AMQPError(.closed), false) }
-            if !state.connected { return (AMQPError(.notConnected), false) }
-            guard state.inFlight < maxUnconfirmed else { return (AMQPError(.full), false) }
-            state.inFlight += 1
-            state.commands.append(.publish(request))
-            let wake = state.workerSleeping
-            state.workerSleeping = false
-            return (nil, wake)
+    /// Takes a slot when the connection is up and below `maxUnconfirmed`; call with the lock held.
+    private func admit(_ state: inout Shared) -> Admission {
+        if state.closed { return .refused(AMQPError(.closed)) }
+        if !state.connected { return .refused(AMQPError(.notConnected)) }
+        guard state.inFlight < maxUnconfirmed else { return .full }
+        state.inFlight += 1
+        return .admitted
+    }
+
+    /// Hands a publish to the thread in one step (slot, queue, wake-up, under one lock), waiting only while
+    /// `maxUnconfirmed` publishes are unconfirmed.
+    func enqueuePublish(_ request: PublishRequest) async throws {
+        while true {
+            let (admission, wake) = shared.withLock { state -> (Admission, Bool) in
+                let admission = admit(&state)
+                guard case .admitted = admission else { return (admission, false) }
+                state.commands.append(.publish(request))
+                let wake = state.workerSleeping
+                state.workerSleeping = false
+                return (admission, wake)
+            }
+            switch admission {
+            case .admitted:
+                if wake {
+                    var one: UInt64 = 1
+                    _ = write(wakeFD, &one, 8)
+                }
+                return
+            case .refused(let error): throw error
+            case .full: await waitForRoom()
+            }
         }
-        if outcome.1 {
-            var one: UInt64 = 1
-            _ = write(wakeFD, &one, 8)
-        }
-        return outcome.0
     }
 
     /// Takes a slot among the unconfirmed publishes, waiting for one; the caller enqueues its publish next.
     func reserveSlot() async throws {
         while true {
-            let outcome = shared.withLock { state -> AMQPError?? in
-                if state.closed { return .some(AMQPError(.closed)) }
-                if !state.connected { return .some(AMQPError(.notConnected)) }
-                guard state.inFlight < maxUnconfirmed else { return .none }
-                state.inFlight += 1
-                return .some(nil)
-            }
-            switch outcome {
-            case .some(nil): return
-            case .some(let error?): throw error
-            case .none: try await waitForRoom()
+            switch shared.withLock({ admit(&$0) }) {
+            case .admitted: return
+            case .refused(let error): throw error
+            case .full: await waitForRoom()
             }
         }
     }
 
     /// Returns once fewer than `maxUnconfirmed` publishes are unconfirmed (or the connection closed).
-    func waitForRoom() async throws {
+    private func waitForRoom() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let resumeNow = shared.withLock { state -> Bool in
                 if state.closed || state.inFlight < maxUnconfirmed { return true }

@@ -77,7 +77,6 @@ final class Worker {
         var properties = AMQPProperties(persistent: false)
         var expected = 0
         var body: [UInt8] = []
-        var headerSeen = false
     }
     /// Indexed by channel number (channels are small integers), mutated in place: no hashing or copies per frame.
     private var partial: [PartialContent?] = Array(repeating: nil, count: 64)
@@ -597,11 +596,28 @@ final class Worker {
 
     // MARK: - Frames
 
+    /// Reads what the socket has, then hands the deliveries to their consumers.
     private func readFrames() {
+        var lingers = 0
+        while true {
+            let count = drainFrames()
+            // A small batch wakes the consumer's thread for little: wait a moment for more of the same burst.
+            guard count > 0, count < 2048, broken == nil, lingers < 5, (1..<256).contains(pendingDeliveries),
+                banditore_wait_readable(amqp_get_sockfd(state), 100) > 0
+            else { break }
+            lingers += 1
+        }
+        flushDeliveries()
+        amqp_maybe_release_buffers(state)
+    }
+
+    /// Handles the frames already received, up to 2,048 (so that queued commands, acks among them, are not
+    /// starved by a flood of deliveries); returns how many.
+    private func drainFrames() -> Int {
         var frame = amqp_frame_t()
         var zero = timeval(tv_sec: 0, tv_usec: 0)
         var count = 0
-        while broken == nil {
+        while broken == nil, count < 2048 {
             let rc = amqp_simple_wait_frame_noblock(state, &frame, &zero)
             if rc == AMQP_STATUS_TIMEOUT.rawValue { break }
             guard rc == AMQP_STATUS_OK.rawValue else {
@@ -610,24 +626,11 @@ final class Worker {
             }
             count += 1
             handle(&frame)
-            // Bounded, so that queued commands (acks among them) are not starved by a flood of deliveries.
-            if count >= 2048 { break }
         }
         if count > 0 { lastReceive = .now }
-        // A small batch wakes the consumer's thread for little: wait a moment for more of the same burst.
-        if count > 0, count < 2048, broken == nil, pendingDeliveries > 0, pendingDeliveries < 256,
-            lingered < 5, banditore_wait_readable(amqp_get_sockfd(state), 100) > 0
-        {
-            lingered += 1
-            readFrames()
-            return
-        }
-        lingered = 0
-        flushDeliveries()
-        amqp_maybe_release_buffers(state)
+        return count
     }
 
-    private var lingered = 0
     private var pendingDeliveries: Int { consumersWithBatches.reduce(0) { $0 + $1.batch.count } }
 
     private func flushDeliveries() {
@@ -651,7 +654,6 @@ final class Worker {
                 banditore_frame_properties(&frame).pointee, contentType: &recentContentType
             )
             partial[index]!.expected = expected
-            partial[index]!.headerSeen = true
             if expected == 0 {
                 let content = partial[index].take()!
                 complete(content, channel: channel)
