@@ -39,11 +39,16 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.0"),
-        .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0"),
+        .package(
+            url: "https://github.com/apple/swift-configuration", from: "1.4.0",
+            traits: [.defaults, "CommandLineArguments"]
+        ),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
     ],
     targets: [
         // MARK: C libraries
@@ -117,6 +122,22 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "BanditoreProviderSim",
+            dependencies: [
+                "BanditoreChannels",
+                "BanditoreCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "BanditoreTesting",
             dependencies: [
                 "BanditoreAMQP",
@@ -163,11 +184,27 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "BanditoreProviderSimTests",
+            dependencies: [
+                "BanditoreProviderSim",
+                "BanditoreChannels",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "IntegrationTests",
             dependencies: ["BanditoreRuntime", "BanditoreTesting", "BanditoreAMQP", "BanditorePostgres"],
             swiftSettings: swiftSettings
         ),
     ] + services.map {
-        .executableTarget(name: $0, dependencies: runtimeDependencies, swiftSettings: swiftSettings)
+        .executableTarget(
+            name: $0,
+            dependencies: runtimeDependencies + ($0 == "banditore-provider-sim" ? ["BanditoreProviderSim"] : []),
+            swiftSettings: swiftSettings
+        )
     }
 )

@@ -60,7 +60,9 @@ public struct ProviderRequest: Sendable, Hashable {
     }
 }
 
-/// Constant-time comparison of two byte strings (their lengths are not secret).
+/// Constant-time comparison of two byte strings (their lengths are not secret). Inlinable, so that callers in
+/// other modules get it specialised: it runs on every request a webhook receiver or the simulator checks.
+@inlinable
 public func constantTimeEquals(_ a: some Collection<UInt8>, _ b: some Collection<UInt8>) -> Bool {
     guard a.count == b.count else { return false }
     var difference: UInt8 = 0

@@ -48,11 +48,22 @@ public enum WhatsApp {
         for (index, parameter) in parameters.enumerated() {
             let field = "template.parameters[\(index)]"
             if parameter.isEmpty { throw ChannelLimitError(channel: "whatsapp", field: field, message: "empty") }
-            if parameter.contains(where: { $0 == "\n" || $0 == "\t" || $0 == "\r\n" || $0 == "\r" }) {
-                throw ChannelLimitError(channel: "whatsapp", field: field, message: "contains a newline or a tab")
-            }
-            if parameter.contains("     ") {
-                throw ChannelLimitError(channel: "whatsapp", field: field, message: "more than four spaces in a row")
+            // Bytes, not characters: this runs for every message a dispatcher (or the simulator) handles.
+            var spaces = 0
+            for byte in parameter.utf8 {
+                switch byte {
+                case 0x0A, 0x0D, 0x09:
+                    throw ChannelLimitError(channel: "whatsapp", field: field, message: "contains a newline or a tab")
+                case 0x20:
+                    spaces += 1
+                    if spaces > 4 {
+                        throw ChannelLimitError(
+                            channel: "whatsapp", field: field, message: "more than four spaces in a row"
+                        )
+                    }
+                default:
+                    spaces = 0
+                }
             }
         }
         let total = parameters.reduce(0) { $0 + $1.count }

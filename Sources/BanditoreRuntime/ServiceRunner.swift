@@ -15,22 +15,41 @@ public struct ServiceDescription: Sendable {
     public var defaultPort: Int
     public var usesBroker: Bool
     public var usesDatabase: Bool
+    /// False when the service answers HTTP itself (on `HTTP_HOST`/`HTTP_PORT`, with its own `/healthz`,
+    /// `/readyz` and `/metrics`) instead of through the runtime's Hummingbird server.
+    public var runtimeHTTP: Bool
 
-    public init(name: String, defaultPort: Int, usesBroker: Bool = true, usesDatabase: Bool = true) {
+    public init(
+        name: String, defaultPort: Int, usesBroker: Bool = true, usesDatabase: Bool = true, runtimeHTTP: Bool = true
+    ) {
         self.name = name
         self.defaultPort = defaultPort
         self.usesBroker = usesBroker
         self.usesDatabase = usesDatabase
+        self.runtimeHTTP = runtimeHTTP
     }
 }
 
 /// The connections a service gets from the runtime, for its own components.
 public struct ServiceContext: Sendable {
     public let configuration: RuntimeConfiguration
+    /// Flags, then environment variables: for the service's own settings.
+    public let reader: ConfigReader
     public let logger: Logger
     public let amqp: AMQPConnection?
     public let database: PostgresClient?
     public let metrics: PrometheusCollectorRegistry
+}
+
+/// A service's own parts: long-lived components and HTTP routes.
+public struct ServiceParts: Sendable {
+    public var services: [any Service]
+    public var routes: @Sendable (Router<BasicRequestContext>) -> Void
+
+    public init(services: [any Service] = [], routes: @escaping @Sendable (Router<BasicRequestContext>) -> Void = { _ in }) {
+        self.services = services
+        self.routes = routes
+    }
 }
 
 /// Starts a Banditore service: logging and metrics, the broker connection (retried with backoff until the broker
@@ -41,10 +60,13 @@ public enum ServiceRunner {
     public static func run(
         _ description: ServiceDescription,
         environment: [String: String] = ProcessInfo.processInfo.environment,
-        components: @Sendable (ServiceContext) async throws -> [any Service] = { _ in [] },
-        routes: @Sendable (Router<BasicRequestContext>, ServiceContext) -> Void = { _, _ in }
+        arguments: [String] = CommandLine.arguments,
+        setup: @Sendable (ServiceContext) async throws -> ServiceParts = { _ in ServiceParts() }
     ) async throws {
-        let reader = ConfigReader(provider: EnvironmentVariablesProvider(environmentVariables: environment))
+        let reader = ConfigReader(providers: [
+            CommandLineArgumentsProvider(arguments: arguments),
+            EnvironmentVariablesProvider(environmentVariables: environment),
+        ])
         let configuration = RuntimeConfiguration(reader: reader, defaultPort: description.defaultPort)
         let level = configuration.logLevel
         let json = configuration.jsonLogs
@@ -61,8 +83,8 @@ public enum ServiceRunner {
         let logger = Logger(label: description.name)
 
         let group = try await makeServiceGroup(
-            description, configuration: configuration, logger: logger, registry: registry, components: components,
-            routes: routes
+            description, configuration: configuration, reader: reader, logger: logger, registry: registry,
+            setup: setup
         )
         try await group.run()
         logger.info("stopped")
@@ -72,10 +94,10 @@ public enum ServiceRunner {
     public static func makeServiceGroup(
         _ description: ServiceDescription,
         configuration: RuntimeConfiguration,
+        reader: ConfigReader,
         logger: Logger,
         registry: PrometheusCollectorRegistry,
-        components: @Sendable (ServiceContext) async throws -> [any Service] = { _ in [] },
-        routes: @Sendable (Router<BasicRequestContext>, ServiceContext) -> Void = { _, _ in }
+        setup: @Sendable (ServiceContext) async throws -> ServiceParts = { _ in ServiceParts() }
     ) async throws -> ServiceGroup {
         var services: [any Service] = []
         var amqp: AMQPConnection?
@@ -106,22 +128,25 @@ public enum ServiceRunner {
             services.append(client)
         }
         let context = ServiceContext(
-            configuration: configuration, logger: logger, amqp: amqp, database: database, metrics: registry
+            configuration: configuration, reader: reader, logger: logger, amqp: amqp, database: database, metrics: registry
         )
-        services += try await components(context)
+        let parts = try await setup(context)
+        services += parts.services
 
-        let router = Router()
-        HealthRoutes.add(to: router, context: context)
-        routes(router, context)
-        let app = Application(
-            router: router,
-            configuration: ApplicationConfiguration(
-                address: .hostname(configuration.httpHost, port: configuration.httpPort),
-                serverName: description.name
-            ),
-            logger: logger
-        )
-        services.append(app)
+        if description.runtimeHTTP {
+            let router = Router()
+            HealthRoutes.add(to: router, context: context)
+            parts.routes(router)
+            let app = Application(
+                router: router,
+                configuration: ApplicationConfiguration(
+                    address: .hostname(configuration.httpHost, port: configuration.httpPort),
+                    serverName: description.name
+                ),
+                logger: logger
+            )
+            services.append(app)
+        }
         logger.info(
             "starting",
             metadata: ["http.address": "\(configuration.httpHost):\(configuration.httpPort)"]
