@@ -66,8 +66,10 @@ public enum WhatsApp {
                 }
             }
         }
-        let total = parameters.reduce(0) { $0 + $1.count }
-        if total > maxTemplateBodyLength {
+        // Characters never outnumber UTF-8 bytes: count them only when the bytes are over the limit.
+        if parameters.reduce(0, { $0 + $1.utf8.count }) > maxTemplateBodyLength,
+            case let total = parameters.reduce(0, { $0 + $1.count }), total > maxTemplateBodyLength
+        {
             throw ChannelLimitError(
                 channel: "whatsapp", field: "template.parameters",
                 message: "\(total) characters, at most \(maxTemplateBodyLength)"

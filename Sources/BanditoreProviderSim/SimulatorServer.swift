@@ -50,7 +50,10 @@ public final class SimulatorServer: Service, Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    // The handler answers pipelined requests in order itself.
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+                        withPipeliningAssistance: false, withErrorHandling: true
+                    )
                     try channel.pipeline.syncOperations.addHandler(SimulatorHTTPHandler(simulator: simulator))
                 }
             }
