@@ -1,16 +1,18 @@
 /// A parsed JSON document. The providers' request bodies are small and read once, so the simulator parses them
 /// with this instead of `JSONDecoder`, which cost it more than the rest of a request together.
-enum JSONValue: Sendable, Equatable {
+enum JSONValue: Sendable {
     case null
     case bool(Bool)
     /// The number's text, so that 64-bit ids are read exactly.
     case number(String)
     case string(String)
     case array([JSONValue])
-    case object([String: JSONValue])
+    /// Fields in document order; objects here are small, so a scan beats hashing.
+    case object([(key: String, value: JSONValue)])
 
+    /// The last field named `key` (as JSON parsers commonly keep the last of repeated keys).
     subscript(key: String) -> JSONValue? {
-        if case .object(let fields) = self { return fields[key] }
+        if case .object(let fields) = self { return fields.last { $0.key == key }?.value }
         return nil
     }
 
@@ -35,8 +37,13 @@ enum JSONValue: Sendable, Equatable {
     }
 
     var object: [String: JSONValue]? {
-        if case .object(let fields) = self { return fields }
+        if case .object(let fields) = self { return Dictionary(fields, uniquingKeysWith: { $1 }) }
         return nil
+    }
+
+    var isObject: Bool {
+        if case .object = self { return true }
+        return false
     }
 
     /// Parses a whole document; nil when it is not valid JSON.
@@ -64,7 +71,7 @@ enum JSONValue: Sendable, Equatable {
             switch bytes[index] {
             case UInt8(ascii: "{"):
                 index += 1
-                var fields: [String: JSONValue] = [:]
+                var fields: [(key: String, value: JSONValue)] = []
                 skipSpace()
                 if index < bytes.count, bytes[index] == UInt8(ascii: "}") {
                     index += 1
@@ -77,7 +84,7 @@ enum JSONValue: Sendable, Equatable {
                     guard index < bytes.count, bytes[index] == UInt8(ascii: ":") else { return nil }
                     index += 1
                     guard let field = value(depth: depth + 1) else { return nil }
-                    fields[key] = field
+                    fields.append((key, field))
                     skipSpace()
                     guard index < bytes.count else { return nil }
                     if bytes[index] == UInt8(ascii: ",") {

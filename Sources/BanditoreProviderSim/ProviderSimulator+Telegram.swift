@@ -46,7 +46,7 @@ extension ProviderSimulator {
     private func parameters(contentType: String?, query: Substring, body: [UInt8]) -> TelegramSendBody? {
         let type = contentType?.lowercased() ?? ""
         if type.hasPrefix("application/json") {
-            guard let json = JSONValue.parse(body), json.object != nil else { return nil }
+            guard let json = JSONValue.parse(body), json.isObject else { return nil }
             let chat: TelegramSendBody.ChatValue? =
                 switch json["chat_id"] {
                 case .number(let text)?: Int64(text).map { .id($0) }

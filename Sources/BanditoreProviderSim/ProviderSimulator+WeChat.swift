@@ -71,7 +71,7 @@ extension ProviderSimulator {
 
     func wechatCustomSend(query: [String: String], body: [UInt8]) -> SimResponse {
         if let refused = checkToken(query["access_token"]) { return refused }
-        guard let send = JSONValue.parse(body), send.object != nil else {
+        guard let send = JSONValue.parse(body), send.isObject else {
             return reject(.wechat, "47001", wechatError(47001, "data format error"))
         }
         guard let openID = send["touser"]?.string, !openID.isEmpty else {
@@ -91,7 +91,7 @@ extension ProviderSimulator {
 
     func wechatTemplateSend(query: [String: String], body: [UInt8]) -> SimResponse {
         if let refused = checkToken(query["access_token"]) { return refused }
-        guard let send = JSONValue.parse(body), send.object != nil else {
+        guard let send = JSONValue.parse(body), send.isObject else {
             return reject(.wechat, "47001", wechatError(47001, "data format error"))
         }
         guard let openID = send["touser"]?.string, !openID.isEmpty else {

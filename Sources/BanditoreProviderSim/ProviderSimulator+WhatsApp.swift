@@ -38,13 +38,13 @@ extension ProviderSimulator {
         }
 
         // The message itself.
-        guard let send = JSONValue.parse(body), send.object != nil else {
+        guard let send = JSONValue.parse(body), send.isObject else {
             return reject(channel, "100", invalidParameter("The request body is not valid JSON."))
         }
         guard send["messaging_product"]?.string == "whatsapp" else {
             return reject(channel, "100", invalidParameter("messaging_product must be \"whatsapp\"."))
         }
-        guard let to = send["to"]?.string, !to.isEmpty, to.allSatisfy({ $0.isASCII && $0.isNumber }) else {
+        guard let to = send["to"]?.string, !to.isEmpty, to.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else {
             return reject(channel, "100", invalidParameter("Parameter 'to' must be a phone number in digits."))
         }
         var text: String

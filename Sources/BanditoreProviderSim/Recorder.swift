@@ -50,12 +50,14 @@ struct Recorder: Sendable {
         var recipient: String
     }
 
+    /// Content by its hash: the text itself is kept only once it repeats.
     private struct ContentKey: Hashable {
         var channel: Channel
         var recipient: String
         var template: String?
-        var text: String
+        var textHash: Int
     }
+    private var repeatedTexts: [ContentKey: String] = [:]
     let limit: Int
 
     init(limit: Int) {
@@ -70,8 +72,9 @@ struct Recorder: Sendable {
         var first = false
         perRecipient[RecipientKey(channel: channel, recipient: recipient), default: 0].increment(andNoteFirst: &first)
         var repeated = false
-        perContent[ContentKey(channel: channel, recipient: recipient, template: template, text: text), default: 0]
-            .increment(andNoteRepeat: &repeated)
+        let contentKey = ContentKey(channel: channel, recipient: recipient, template: template, textHash: text.hashValue)
+        perContent[contentKey, default: 0].increment(andNoteRepeat: &repeated)
+        if repeated && repeatedTexts[contentKey] == nil { repeatedTexts[contentKey] = text }
         count(channel) {
             $0.accepted += 1
             if first { $0.recipients += 1 }
@@ -106,7 +109,8 @@ struct Recorder: Sendable {
         perContent.compactMap { key, count -> Duplicate? in
             guard count > 1, channel == nil || channel == key.channel else { return nil }
             return Duplicate(
-                channel: key.channel, recipient: key.recipient, template: key.template, text: key.text, count: count
+                channel: key.channel, recipient: key.recipient, template: key.template,
+                text: repeatedTexts[key] ?? "", count: count
             )
         }.sorted { ($0.channel.rawValue, $0.recipient) < ($1.channel.rawValue, $1.recipient) }
     }

@@ -233,7 +233,14 @@ struct PostgresTests {
         let client = try makeClient()
         let start = ContinuousClock.now
         let task = Task { try await client.query("SELECT pg_sleep(30)") }
-        try await Task.sleep(for: .milliseconds(300))
+        // Cancel once the query runs on the server (a cold CI machine may take longer than any fixed sleep to get
+        // there, and a task cancelled before its query starts fails with CancellationError instead).
+        let running = try await eventually {
+            try await client.query(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE 'SELECT pg_sleep(30)%'"
+            ).first!.decode(Int.self, at: 0) >= 1
+        }
+        #expect(running)
         task.cancel()
         await #expect {
             _ = try await task.value
