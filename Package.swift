@@ -188,6 +188,7 @@ let package = Package(
             dependencies: [
                 "BanditoreProviderSim",
                 "BanditoreChannels",
+                "BanditoreTesting",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Configuration", package: "swift-configuration"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -119,7 +119,7 @@ extension ProviderSimulator {
         }
 
         let drawn = draw(channel)
-        let delay = delay(drawn)
+        let delay = drawn.delayMs
         switch drawn.fault {
         case .none: break
         case .timeout: return telegramError(502, "Bad Gateway").delayed(delay)

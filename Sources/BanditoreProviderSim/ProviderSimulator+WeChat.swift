@@ -128,7 +128,7 @@ extension ProviderSimulator {
     {
         let channel = Channel.wechat
         let drawn = draw(channel)
-        let delay = delay(drawn)
+        let delay = drawn.delayMs
         if drawn.fault != .none { return wechatError(-1, "system error").delayed(delay) }
 
         let now = now()

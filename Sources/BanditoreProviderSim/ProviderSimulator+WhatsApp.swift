@@ -100,7 +100,7 @@ extension ProviderSimulator {
         }
 
         let drawn = draw(channel)
-        let delay = delay(drawn)
+        let delay = drawn.delayMs
         switch drawn.fault {
         case .none: break
         case .timeout:
@@ -116,11 +116,11 @@ extension ProviderSimulator {
         }
 
         let now = now()
-        let pairInterval = state.withLock { $0.behaviour.whatsappPairIntervalSeconds }
         let (outcome, wamid, inResponse): (Outcome, String, Bool) = state.withLock { s in
             if s.takeGlobal(channel, now: now) != nil {
                 return (.throttled(code: 130429), "", false)
             }
+            let pairInterval = s.behaviour.whatsappPairIntervalSeconds
             let pairRate = pairInterval > 0 ? 1 / pairInterval : 0
             if s.takeRecipient("w|\(to)", rate: pairRate, burst: Double(s.behaviour.whatsappPairBurst), now: now) != nil {
                 return (.throttled(code: 131056), "", false)

@@ -70,8 +70,9 @@ public final class ProviderSimulator: Service, Sendable {
         case timeout
     }
 
-    /// Draws the fault and the latency of one call.
-    func draw(_ channel: Channel) -> (fault: Fault, latency: Double) {
+    /// Draws the fault of one call and how long to hold its answer: the latency, plus the timeout of a timeout
+    /// fault.
+    func draw(_ channel: Channel) -> (fault: Fault, delayMs: Double) {
         state.withLock { s in
             let b = s.behaviour[channel]
             var latency = b.latencyMs
@@ -83,15 +84,12 @@ public final class ProviderSimulator: Service, Sendable {
             switch fault {
             case .none: break
             case .error: s.recorder.count(channel) { $0.faults += 1 }
-            case .timeout: s.recorder.count(channel) { $0.timeouts += 1 }
+            case .timeout:
+                s.recorder.count(channel) { $0.timeouts += 1 }
+                latency += s.behaviour.timeoutSeconds * 1000
             }
             return (fault, latency)
         }
-    }
-
-    /// How long to hold the answer: the drawn latency, plus the timeout of a timeout fault.
-    func delay(_ drawn: (fault: Fault, latency: Double)) -> Double {
-        drawn.fault == .timeout ? drawn.latency + state.withLock { $0.behaviour.timeoutSeconds } * 1000 : drawn.latency
     }
 
     /// Prometheus text: the runtime's metrics, then the simulator's counters per channel.

@@ -115,11 +115,6 @@ struct Recorder: Sendable {
         }.sorted { ($0.channel.rawValue, $0.recipient) < ($1.channel.rawValue, $1.recipient) }
     }
 
-    /// How many messages a recipient got.
-    func count(channel: Channel, recipient: String) -> Int {
-        perRecipient[RecipientKey(channel: channel, recipient: recipient)] ?? 0
-    }
-
     var recorded: Int { seq }
 
     public struct Duplicate: Sendable, Codable, Hashable {

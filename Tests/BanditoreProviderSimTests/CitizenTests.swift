@@ -1,9 +1,11 @@
 import BanditoreChannels
 import BanditoreCore
-import BanditoreProviderSim
+import BanditoreTesting
 import Foundation
 import Hummingbird
 import Testing
+
+@testable import BanditoreProviderSim
 
 /// The citizens the simulator plays: signed webhooks that the Channels codecs accept, as ingest will read them.
 struct CitizenTests {
@@ -60,12 +62,12 @@ struct CitizenTests {
 
         let wechat = received.filter { $0.path == "/webhooks/wechat" }
         for hook in wechat {
-            #expect(WeChat.verifySignature(query: parseQuery(hook.query), token: "sim-wechat-token"))
+            #expect(WeChat.verifySignature(query: parseForm(Substring(hook.query)), token: "sim-wechat-token"))
             let inbound = try WeChat.decodeInbound(hook.body)
             #expect(inbound.messageType == "event")
             #expect(inbound.event == "subscribe")
             #expect(inbound.toUser == "gh_1a2b3c4d5e6f")
-            #expect(parseQuery(hook.query)["openid"] == inbound.fromUser)
+            #expect(parseForm(Substring(hook.query))["openid"] == inbound.fromUser)
         }
         #expect(Set(wechat.map { try! WeChat.decodeInbound($0.body).fromUser }).count == 100)
     }
@@ -186,7 +188,7 @@ struct CitizenTests {
                     let text = try await client.whatsappText(to: "393470000002")
                     #expect(text.status == 200)  // accepted; the closed window is reported by a status
                 }
-                try await waitUntil { simulator.statusWebhooks.currentCounts.sent == 3 }
+                #expect(await eventually { simulator.statusWebhooks.currentCounts.sent == 3 })
                 group.cancelAll()
             }
         }
@@ -204,25 +206,5 @@ struct CitizenTests {
                 appSecret: SimulatorConfiguration().whatsappAppSecret
             ))
         }
-    }
-}
-
-private func parseQuery(_ query: String) -> [String: String] {
-    var out: [String: String] = [:]
-    for pair in query.split(separator: "&") {
-        let parts = pair.split(separator: "=", maxSplits: 1)
-        if parts.count == 2 { out[String(parts[0])] = String(parts[1]).removingPercentEncoding }
-    }
-    return out
-}
-
-private func waitUntil(timeout: Duration = .seconds(10), _ condition: () -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while !condition() {
-        guard ContinuousClock.now < deadline else {
-            Issue.record("condition not met within \(timeout)")
-            return
-        }
-        try await Task.sleep(for: .milliseconds(20))
     }
 }
