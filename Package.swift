@@ -138,9 +138,29 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "BanditoreDispatch",
+            dependencies: [
+                "BanditoreAMQP",
+                "BanditoreChannels",
+                "BanditoreCore",
+                "BanditorePostgres",
+                "BanditoreRuntime",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "BanditoreTesting",
             dependencies: [
                 "BanditoreAMQP",
+                "BanditoreCore",
                 "BanditorePostgres",
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -151,6 +171,7 @@ let package = Package(
         .executableTarget(
             name: "banditore",
             dependencies: runtimeDependencies + [
+                "BanditoreDispatch",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
             ],
@@ -160,7 +181,9 @@ let package = Package(
             name: "banditore-bench",
             dependencies: [
                 "BanditoreAMQP",
+                "BanditoreCore",
                 "BanditorePostgres",
+                "BanditoreTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -197,14 +220,24 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "BanditoreDispatchTests",
+            dependencies: ["BanditoreDispatch", "BanditoreCore", "BanditoreStore", "BanditoreTesting"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "IntegrationTests",
-            dependencies: ["BanditoreRuntime", "BanditoreTesting", "BanditoreAMQP", "BanditorePostgres"],
+            dependencies: [
+                "BanditoreRuntime", "BanditoreTesting", "BanditoreAMQP", "BanditorePostgres", "BanditoreCore",
+                "BanditoreStore", "BanditoreProviderSim",
+            ],
             swiftSettings: swiftSettings
         ),
     ] + services.map {
         .executableTarget(
             name: $0,
-            dependencies: runtimeDependencies + ($0 == "banditore-provider-sim" ? ["BanditoreProviderSim"] : []),
+            dependencies: runtimeDependencies
+                + ($0 == "banditore-provider-sim" ? ["BanditoreProviderSim"] : [])
+                + ($0.hasPrefix("banditore-dispatch-") ? ["BanditoreDispatch"] : []),
             swiftSettings: swiftSettings
         )
     }

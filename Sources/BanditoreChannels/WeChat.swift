@@ -26,6 +26,11 @@ public enum WeChat {
     public struct AccessToken: Sendable, Hashable {
         public var token: String
         public var expiresIn: Duration
+
+        public init(token: String, expiresIn: Duration) {
+            self.token = token
+            self.expiresIn = expiresIn
+        }
     }
 
     public static func decodeToken(body: [UInt8]) -> Result<AccessToken, ProviderFailure> {

@@ -9,7 +9,7 @@ public enum Channel: String, Sendable, Codable, CaseIterable, Hashable {
 }
 
 /// A language Banditore replies and broadcasts in.
-public enum Language: String, Sendable, Codable, CaseIterable, Hashable {
+public enum Language: String, Sendable, Codable, CodingKeyRepresentable, CaseIterable, Hashable {
     case italian = "it"
     case chinese = "zh"
     case english = "en"

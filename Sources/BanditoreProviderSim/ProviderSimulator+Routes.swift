@@ -196,18 +196,24 @@ extension ProviderSimulator {
         public var channels: [String: ChannelStats]
         public var recorded: Int
         public var statusWebhooks: StatusWebhookSender.Counts
+        /// WeChat access-token calls today (`/cgi-bin/token` and `stable_token`), against the daily quota.
+        public var wechatTokenCalls: Int
     }
 
     public func stats() -> Stats {
-        let (channels, recorded) = state.withLock { s in
+        let (channels, recorded, tokenCalls) = state.withLock { s in
             (
                 Dictionary(uniqueKeysWithValues: Channel.allCases.map {
                     ($0.rawValue, s.recorder.stats[$0] ?? ChannelStats())
                 }),
-                s.recorder.recorded
+                s.recorder.recorded,
+                s.wechat.tokenCalls
             )
         }
-        return Stats(channels: channels, recorded: recorded, statusWebhooks: statusWebhooks.currentCounts)
+        return Stats(
+            channels: channels, recorded: recorded, statusWebhooks: statusWebhooks.currentCounts,
+            wechatTokenCalls: tokenCalls
+        )
     }
 
     /// Forgets the messages, counters and rate-limit buckets; keeps people, windows and tokens.

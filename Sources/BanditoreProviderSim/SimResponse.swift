@@ -22,7 +22,11 @@ public struct SimResponse: Sendable {
     static func json(_ status: HTTPResponseStatus = .ok, encoding value: some Encodable) -> SimResponse {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        encoder.dateEncodingStrategy = .iso8601
+        // ISO 8601 with milliseconds: tests measure rates from `acceptedAt`.
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(date.formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: true)))
+        }
         let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
         return json(status, String(decoding: data, as: UTF8.self))
     }

@@ -1,6 +1,8 @@
 import ArgumentParser
 import BanditoreAMQP
+import BanditoreCore
 import BanditorePostgres
+import BanditoreTesting
 import Foundation
 import Logging
 
@@ -11,7 +13,7 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "banditore-bench",
         abstract: "Throughput of Banditore's AMQP and PostgreSQL modules.",
-        subcommands: [Publish.self, Consume.self, DeleteQueues.self, Copy.self, Stream.self]
+        subcommands: [Publish.self, Consume.self, DeleteQueues.self, Copy.self, Stream.self, Dispatch.self]
     )
 }
 
@@ -125,5 +127,64 @@ struct Stream: AsyncParsableCommand {
         }
         print(rate(seen, since: start))
         await connection.close()
+    }
+}
+
+struct Dispatch: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "End-to-end deliveries per second through running dispatchers: seeds queued deliveries, publishes "
+            + "their jobs, and waits until every delivery is sent. Prints one line per channel and a total."
+    )
+    @Option var amqpURL: String
+    @Option var databaseURL: String
+    @Option(help: "Recipients per channel.") var recipients = 20_000
+    @Option(help: "Channels, comma separated.") var channels = "whatsapp,telegram,wechat"
+    @Option(help: "Recipients per job.") var chunk = 500
+    @Option(help: "Distinguishes this run's addresses from earlier runs'.") var salt = Int(Date().timeIntervalSince1970) % 1000
+
+    func run() async throws {
+        let selected = channels.split(separator: ",").compactMap { Channel(rawValue: String($0)) }
+        let database = try PostgresClient(url: databaseURL, logger: logger)
+        let amqp = try await AMQPConnection.connect(url: amqpURL, logger: logger)
+        var bulletins: [Channel: UUID] = [:]
+        var seeded: [Channel: [Recipient]] = [:]
+        for channel in selected {
+            let bulletin = UUID()
+            bulletins[channel] = bulletin
+            seeded[channel] = try await DeliveryFixtures.seed(
+                database, channel: channel,
+                addresses: (0..<recipients).map { DeliveryFixtures.address(channel, $0, salt: salt) }, bulletinID: bulletin
+            )
+        }
+        let start = ContinuousClock.now
+        for channel in selected {
+            try await DeliveryFixtures.publishJobs(
+                amqp, channel: channel, recipients: seeded[channel]!, bulletinID: bulletins[channel], chunk: chunk
+            )
+        }
+        var finished: [Channel: Duration] = [:]
+        while finished.count < selected.count {
+            try await Task.sleep(for: .milliseconds(50))
+            for channel in selected where finished[channel] == nil {
+                let left = try await database.query(
+                    "SELECT count(*) FROM deliveries WHERE bulletin_id = \(bulletins[channel]!) AND state = 'queued'"
+                ).first!.decode(Int.self, at: 0)
+                if left == 0 { finished[channel] = ContinuousClock.now - start }
+            }
+        }
+        func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+        for channel in selected {
+            let sent = try await database.query(
+                "SELECT count(*) FROM deliveries WHERE bulletin_id = \(bulletins[channel]!) AND state = 'sent'"
+            ).first!.decode(Int.self, at: 0)
+            let name = channel.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)
+            print(name + String(format: " %7d sent in %6.2f s: %8.0f/s", sent, seconds(finished[channel]!),
+                                Double(sent) / seconds(finished[channel]!)))
+        }
+        let total = seconds(finished.values.max()!)
+        print(String(format: "total     %7d sent in %6.2f s: %8.0f/s", recipients * selected.count, total,
+                     Double(recipients * selected.count) / total))
+        await amqp.close()
+        await database.close()
     }
 }

@@ -1,3 +1,4 @@
-import BanditoreRuntime
+import BanditoreDispatch
 
-try await ServiceRunner.run(ServiceDescription(name: "banditore-dispatch-telegram", defaultPort: 8084))
+/// Delivers `dispatch.telegram` jobs to the provider; see `DispatchService` and the README for its settings.
+try await DispatchService.run(channel: .telegram)

@@ -1,3 +1,4 @@
-import BanditoreRuntime
+import BanditoreDispatch
 
-try await ServiceRunner.run(ServiceDescription(name: "banditore-dispatch-wechat", defaultPort: 8085))
+/// Delivers `dispatch.wechat` jobs to the provider; see `DispatchService` and the README for its settings.
+try await DispatchService.run(channel: .wechat)

@@ -1,3 +1,4 @@
-import BanditoreRuntime
+import BanditoreDispatch
 
-try await ServiceRunner.run(ServiceDescription(name: "banditore-dispatch-whatsapp", defaultPort: 8083))
+/// Delivers `dispatch.whatsapp` jobs to the provider; see `DispatchService` and the README for its settings.
+try await DispatchService.run(channel: .whatsapp)

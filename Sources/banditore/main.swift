@@ -1,5 +1,7 @@
 import ArgumentParser
 import BanditoreAMQP
+import BanditoreCore
+import BanditoreDispatch
 import BanditorePostgres
 import BanditoreRuntime
 import BanditoreStore
@@ -10,8 +12,8 @@ import Logging
 struct Banditore: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "banditore",
-        abstract: "Operate Banditore: database migrations and the broker's topology.",
-        subcommands: [Migrate.self, Topology.self]
+        abstract: "Operate Banditore: database migrations, the broker's topology, dead letters.",
+        subcommands: [Migrate.self, Topology.self, DeadLetterCommands.self]
     )
 }
 
@@ -71,5 +73,67 @@ struct Topology: AsyncParsableCommand {
         }
         print("declared \(topology.exchanges.count) exchanges, \(topology.queues.count) queues, "
             + "\(topology.bindings.count) bindings")
+    }
+}
+
+extension Channel: ExpressibleByArgument {}
+
+struct DeadLetterCommands: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dead-letters",
+        abstract: "List or replay a channel's dead letters (jobs whose attempts ran out, undecodable jobs).",
+        subcommands: [List.self, Replay.self]
+    )
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show the dead letters of a channel; they stay in the queue.")
+
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "whatsapp, telegram or wechat.") var channel: Channel
+        @Option(help: "At most this many letters.") var limit = 1000
+
+        func run() async throws {
+            let logger = Logger(label: "banditore.dead-letters")
+            let letters = try await DeadLetters.list(
+                channel, amqpURL: connection.resolvedAMQPURL, limit: limit, logger: logger
+            )
+            var recipients = 0
+            for letter in letters {
+                guard let job = letter.job else {
+                    print("\(letter.messageID ?? "-")\tundecodable (\(letter.bodyBytes) bytes)")
+                    continue
+                }
+                recipients += job.recipients.count
+                let bulletin = job.bulletinID.map { "bulletin \($0.uuidString.lowercased())" } ?? "reply"
+                print("\(job.id)\t\(bulletin)\t\(job.recipients.count) recipients\tattempts \(job.attempt)\t\(job.lastError ?? "")")
+            }
+            print("\(letters.count) dead letters on \(DeadLetters.queue(channel)), \(recipients) recipients")
+        }
+    }
+
+    struct Replay: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Put a channel's dead letters back on its queue with their attempts reset."
+        )
+
+        @OptionGroup var connection: ConnectionOptions
+        @Option(help: "whatsapp, telegram or wechat.") var channel: Channel
+        @Option(help: "At most this many letters.") var limit = 100_000
+
+        func run() async throws {
+            let logger = Logger(label: "banditore.dead-letters")
+            let database = try PostgresClient(url: connection.resolvedDatabaseURL, logger: logger)
+            do {
+                let report = try await DeadLetters.replay(
+                    channel, amqpURL: connection.resolvedAMQPURL, database: database, limit: limit, logger: logger
+                )
+                print("replayed \(report.replayed) dead letters (\(report.recipients) recipients) to dispatch.\(channel.rawValue)")
+                if report.undecodable > 0 { print("left \(report.undecodable) undecodable letters in place") }
+            } catch {
+                await database.close()
+                throw error
+            }
+            await database.close()
+        }
     }
 }

@@ -1,0 +1,127 @@
+import AsyncHTTPClient
+import BanditoreCore
+import BanditoreRuntime
+import Configuration
+import Logging
+import ServiceLifecycle
+
+/// A dispatcher executable: the runtime (broker, database, health and metrics) plus a ``Dispatcher`` for one
+/// channel with its sender, configured from flags and environment variables.
+///
+/// | key (environment variable) | type | default | |
+/// |---|---|---|---|
+/// | `dispatch.ratePerSecond` (`DISPATCH_RATE_PER_SECOND`) | double, 0 = none | WhatsApp 80, Telegram 30, WeChat 0 | |
+/// | `dispatch.rateHeadroom` (`DISPATCH_RATE_HEADROOM`) | double 0…0.5 | 0.04 | |
+/// | `dispatch.rateLimitKey` (`DISPATCH_RATE_LIMIT_KEY`) | string | the channel | |
+/// | `dispatch.maxInFlight` (`DISPATCH_MAX_IN_FLIGHT`) | int | 64 | |
+/// | `dispatch.prefetch` (`DISPATCH_PREFETCH`) | int | 4 | |
+/// | `dispatch.maxAttempts` (`DISPATCH_MAX_ATTEMPTS`) | int | 6 | |
+/// | `dispatch.recipientIntervalSeconds` (`DISPATCH_RECIPIENT_INTERVAL_SECONDS`) | double | WhatsApp 6, Telegram 1, WeChat 0 | |
+/// | `dispatch.statusIntervalMilliseconds` (`DISPATCH_STATUS_INTERVAL_MILLISECONDS`) | int | 50 | |
+/// | `dispatch.retryBackoffScale` (`DISPATCH_RETRY_BACKOFF_SCALE`) | double 0.001…1 | 1 | |
+/// | `dispatch.requestTimeoutSeconds` (`DISPATCH_REQUEST_TIMEOUT_SECONDS`) | double | 10 | |
+/// | `whatsapp.apiUrl` (`WHATSAPP_API_URL`) | string | `http://127.0.0.1:9090` | |
+/// | `whatsapp.apiVersion` (`WHATSAPP_API_VERSION`) | string | `v21.0` | |
+/// | `whatsapp.phoneNumberId` (`WHATSAPP_PHONE_NUMBER_ID`) | string | `1065403` | |
+/// | `whatsapp.accessToken` (`WHATSAPP_ACCESS_TOKEN`) | string | `sim-whatsapp-token` | secret |
+/// | `telegram.apiUrl` (`TELEGRAM_API_URL`) | string | `http://127.0.0.1:9090` | |
+/// | `telegram.botToken` (`TELEGRAM_BOT_TOKEN`) | string | `7770001:sim-telegram-token` | secret |
+/// | `wechat.apiUrl` (`WECHAT_API_URL`) | string | `http://127.0.0.1:9090` | |
+/// | `wechat.appId` (`WECHAT_APP_ID`) | string | `wxsim0000000001` | |
+/// | `wechat.appSecret` (`WECHAT_APP_SECRET`) | string | `sim-wechat-app-secret` | secret |
+public enum DispatchService {
+    public static let defaultPorts: [Channel: Int] = [.whatsapp: 8083, .telegram: 8084, .wechat: 8085]
+
+    public static func defaultRate(_ channel: Channel) -> Double {
+        switch channel {
+        case .whatsapp: 80
+        case .telegram: 30
+        case .wechat: 0
+        }
+    }
+
+    /// Runs `banditore-dispatch-<channel>` until SIGTERM or SIGINT.
+    public static func run(channel: Channel) async throws {
+        try await ServiceRunner.run(
+            ServiceDescription(name: "banditore-dispatch-\(channel.rawValue)", defaultPort: defaultPorts[channel]!)
+        ) { context in
+            try makeParts(channel: channel, context: context)
+        }
+    }
+
+    /// The dispatcher and its HTTP client, wired from the context's reader.
+    public static func makeParts(channel: Channel, context: ServiceContext) throws -> ServiceParts {
+        guard let amqp = context.amqp, let database = context.database else {
+            throw DispatchError(.configuration, detail: "a dispatcher needs the broker and the database")
+        }
+        let reader = context.reader
+        let maxInFlight = reader.int(forKey: "dispatch.maxInFlight", default: 64)
+        let timeout = reader.double(forKey: "dispatch.requestTimeoutSeconds", default: 10)
+        let client = ProviderHTTP.makeClient(maxConnections: maxInFlight)
+        func http(_ prefix: String) -> ProviderHTTP {
+            ProviderHTTP(
+                baseURL: reader.string(forKey: ConfigKey("\(prefix).apiUrl"), default: "http://127.0.0.1:9090"),
+                client: client, timeout: .milliseconds(Int(timeout * 1000))
+            )
+        }
+        let sender: any ChannelSender
+        switch channel {
+        case .whatsapp:
+            sender = WhatsAppSender(
+                configuration: .init(
+                    apiVersion: reader.string(forKey: "whatsapp.apiVersion", default: "v21.0"),
+                    phoneNumberID: reader.string(forKey: "whatsapp.phoneNumberId", default: "1065403"),
+                    accessToken: reader.string(forKey: "whatsapp.accessToken", isSecret: true, default: "sim-whatsapp-token")
+                ),
+                http: http("whatsapp")
+            )
+        case .telegram:
+            sender = TelegramSender(
+                botToken: reader.string(forKey: "telegram.botToken", isSecret: true, default: "7770001:sim-telegram-token"),
+                http: http("telegram")
+            )
+        case .wechat:
+            let api = http("wechat")
+            sender = WeChatSender(
+                tokens: .wechat(
+                    appID: reader.string(forKey: "wechat.appId", default: "wxsim0000000001"),
+                    appSecret: reader.string(forKey: "wechat.appSecret", isSecret: true, default: "sim-wechat-app-secret"),
+                    http: api, database: database, logger: context.logger
+                ),
+                http: api
+            )
+        }
+        let limiter = SharedRateLimiter(
+            configuration: .init(
+                key: reader.string(forKey: "dispatch.rateLimitKey", default: channel.rawValue),
+                ratePerSecond: reader.double(forKey: "dispatch.ratePerSecond", default: defaultRate(channel)),
+                headroom: reader.double(forKey: "dispatch.rateHeadroom", default: 0.04)
+            ),
+            database: database, logger: context.logger
+        )
+        let dispatcher = Dispatcher(
+            configuration: .init(
+                channel: channel, maxInFlight: maxInFlight,
+                prefetch: reader.int(forKey: "dispatch.prefetch", default: 4),
+                maxAttempts: reader.int(forKey: "dispatch.maxAttempts", default: 6),
+                recipientInterval: reader.double(forKey: "dispatch.recipientIntervalSeconds").map {
+                    .milliseconds(Int($0 * 1000))
+                },
+                statusInterval: .milliseconds(reader.int(forKey: "dispatch.statusIntervalMilliseconds", default: 50)),
+                retryBackoffScale: reader.double(forKey: "dispatch.retryBackoffScale", default: 1)
+            ),
+            sender: sender, amqp: amqp, database: database, rateLimiter: limiter, logger: context.logger
+        )
+        return ServiceParts(services: [HTTPClientService(client: client), dispatcher])
+    }
+}
+
+/// Shuts the HTTP client down once the services after it (the dispatcher) have stopped.
+struct HTTPClientService: Service {
+    let client: HTTPClient
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        try await client.shutdown()
+    }
+}

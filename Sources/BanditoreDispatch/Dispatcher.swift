@@ -1,0 +1,414 @@
+import BanditoreAMQP
+import BanditoreChannels
+import BanditoreCore
+import BanditorePostgres
+import BanditoreRuntime
+import Foundation
+import Logging
+import ServiceLifecycle
+import Synchronization
+
+/// Consumes a channel's delivery jobs and delivers them.
+///
+/// For each job: recipients whose delivery is no longer `queued` (sent, failed, cancelled) are skipped, and so are
+/// subscribers who left (recorded `skipped`); every other recipient waits for its own pace (per-recipient interval)
+/// and a slot of the channel's shared rate limit, then is sent with up to `maxInFlight` sends in flight per replica
+/// across jobs. Outcomes go to the ``StatusWriter`` as they come. Failures that may pass (5xx, timeouts, 429,
+/// expired tokens) are published again as a job of those recipients to the delay queue of the next backoff step
+/// (with jitter, and no sooner than the provider's hint); once `maxAttempts` are spent they are recorded failed
+/// and dead-lettered. An address the provider refuses for good is recorded failed and `recipient.unreachable` is
+/// published. The job is acknowledged only once its outcomes are committed and its follow-up messages confirmed.
+/// A job that cannot be decoded goes to the dead-letter queue at once.
+///
+/// On graceful shutdown it stops taking jobs and starting sends, lets the sends in flight finish, republishes each
+/// unfinished job's remaining recipients as a new job, and returns.
+public final class Dispatcher: Service, Sendable {
+    public struct Configuration: Sendable {
+        public var channel: Channel
+        /// Sends in flight per replica, across jobs.
+        public var maxInFlight: Int
+        /// Jobs taken from the queue at once; small, so that urgent jobs overtake normal ones.
+        public var prefetch: Int
+        /// Sends per recipient before giving up (the first included).
+        public var maxAttempts: Int
+        /// Least time between two messages to the same address.
+        public var recipientInterval: Duration
+        /// How often outcomes are committed.
+        public var statusInterval: Duration
+        /// Multiplies the delay queues' waits (1 s, 5 s, 30 s, 2 min, 10 min); below 1 shortens them, through the
+        /// messages' own expiry. A provider's retry hint is waited in full whatever the scale.
+        public var retryBackoffScale: Double
+
+        public init(
+            channel: Channel, maxInFlight: Int = 64, prefetch: Int = 4, maxAttempts: Int = 6,
+            recipientInterval: Duration? = nil, statusInterval: Duration = .milliseconds(50),
+            retryBackoffScale: Double = 1
+        ) {
+            self.channel = channel
+            self.maxInFlight = max(1, maxInFlight)
+            self.prefetch = max(1, prefetch)
+            self.maxAttempts = max(1, maxAttempts)
+            self.recipientInterval = recipientInterval ?? Self.defaultRecipientInterval(channel)
+            self.statusInterval = statusInterval
+            self.retryBackoffScale = min(max(retryBackoffScale, 0.001), 1)
+        }
+
+        /// WhatsApp about one per 6 s per user, Telegram one per second per chat, WeChat none.
+        public static func defaultRecipientInterval(_ channel: Channel) -> Duration {
+            switch channel {
+            case .whatsapp: .seconds(6)
+            case .telegram: .seconds(1)
+            case .wechat: .zero
+            }
+        }
+    }
+
+    public let configuration: Configuration
+    private let sender: any ChannelSender
+    private let amqp: AMQPConnection
+    private let database: PostgresClient
+    private let rateLimiter: SharedRateLimiter
+    private let logger: Logger
+    private let metrics: DispatchMetrics
+    private let writer: StatusWriter
+    private let inFlight: AsyncSemaphore
+    private let pacer: RecipientPacer
+    private let stopping = Atomic<Bool>(false)
+    private let sendsInFlight = Atomic<Int>(0)
+    /// Jobs taken and not yet settled.
+    private let activeJobs = Atomic<Int>(0)
+
+    public init(
+        configuration: Configuration, sender: any ChannelSender, amqp: AMQPConnection, database: PostgresClient,
+        rateLimiter: SharedRateLimiter, logger: Logger
+    ) {
+        self.configuration = configuration
+        self.sender = sender
+        self.amqp = amqp
+        self.database = database
+        self.rateLimiter = rateLimiter
+        var logger = logger
+        logger[metadataKey: "channel"] = "\(configuration.channel.rawValue)"
+        self.logger = logger
+        let metrics = DispatchMetrics(channel: configuration.channel)
+        self.metrics = metrics
+        writer = StatusWriter(
+            database: database, interval: configuration.statusInterval, logger: logger,
+            onCommit: { metrics.statusesWritten.increment(by: $0) }
+        )
+        inFlight = AsyncSemaphore(limit: configuration.maxInFlight)
+        pacer = RecipientPacer(interval: configuration.recipientInterval)
+    }
+
+    private var queue: String { BanditoreTopology.dispatchQueue(configuration.channel) }
+
+    public func run() async throws {
+        let consumer = try await amqp.consume(queue: queue, prefetch: UInt16(clamping: configuration.prefetch))
+        logger.info("dispatching", metadata: ["amqp.queue": "\(queue)"])
+        await withTaskGroup { outer in
+            let writer = self.writer
+            outer.addTask { await writer.run() }
+            outer.addTask {
+                // Draining: stop starting sends, wait until every job in hand is settled (acknowledged after its
+                // rest was handed back), and only then cancel the consumer, whose channel closes and returns the
+                // jobs that were prefetched but not started.
+                do { try await gracefulShutdown() } catch { return }
+                self.logger.info("draining: no new jobs or sends; finishing those in flight")
+                self.stopping.store(true, ordering: .relaxed)
+                while self.activeJobs.load(ordering: .relaxed) > 0 { try? await Task.sleep(for: .milliseconds(20)) }
+                consumer.cancel()
+            }
+            await withTaskGroup { jobs in
+                do {
+                    for try await delivery in consumer {
+                        if self.stopping.load(ordering: .relaxed) { continue }  // returned to the queue on cancel
+                        self.activeJobs.add(1, ordering: .relaxed)
+                        jobs.addTask {
+                            await self.handle(delivery)
+                            self.activeJobs.subtract(1, ordering: .relaxed)
+                        }
+                    }
+                } catch {
+                    self.logger.error("consumer ended", metadata: ["error": "\(String(reflecting: error))"])
+                }
+                await jobs.waitForAll()
+            }
+            outer.cancelAll()  // the writer commits what is left and returns
+        }
+        logger.info("dispatcher stopped")
+    }
+
+    // MARK: Jobs
+
+    private func handle(_ delivery: AMQPDelivery) async {
+        let job: DeliveryJob
+        do {
+            job = try JSONDecoder().decode(DeliveryJob.self, from: Data(delivery.body))
+            guard job.channel == configuration.channel else {
+                throw DispatchError(.configuration, detail: "job for \(job.channel.rawValue)")
+            }
+        } catch {
+            metrics.poison.increment()
+            logger.error(
+                "undecodable job sent to the dead-letter queue",
+                metadata: ["error": "\(error)", "amqp.messageId": "\(delivery.properties.messageID ?? "")"]
+            )
+            delivery.reject(requeue: false)
+            return
+        }
+        var logger = self.logger
+        logger[metadataKey: "job.id"] = "\(job.id)"
+        if let correlation = job.correlationID { logger[metadataKey: "correlation.id"] = "\(correlation)" }
+        if let bulletin = job.bulletinID { logger[metadataKey: "bulletin.id"] = "\(bulletin)" }
+        do {
+            try await process(job, logger: logger)
+            metrics.jobs.increment()
+            delivery.ack()
+        } catch {
+            // The database or the broker failed: put the job back after a pause (sent recipients will be skipped).
+            logger.warning("job requeued after an error", metadata: ["error": "\(String(reflecting: error))"])
+            try? await Task.sleep(for: .seconds(1))
+            delivery.nack(requeue: true)
+        }
+    }
+
+    /// What a finished send leaves to do after the job.
+    private enum FollowUp: Sendable {
+        case none
+        case retry(Recipient, hint: Duration?, reason: String)
+        case deadLetter(Recipient, reason: String)
+        case unreachable(RecipientUnreachable)
+    }
+
+    private func process(_ job: DeliveryJob, logger: Logger) async throws {
+        let recipients = try await recipientsToSend(job, logger: logger)
+        var started = 0
+        let followUps = await withTaskGroup(of: FollowUp.self) { group in
+            for recipient in recipients {
+                if stopping.load(ordering: .relaxed) { break }
+                await inFlight.acquire()
+                if stopping.load(ordering: .relaxed) {
+                    inFlight.release()
+                    break
+                }
+                do {
+                    try await pacer.wait(for: recipient.address)
+                    let waited = ContinuousClock.now
+                    try await rateLimiter.acquire()
+                    metrics.rateLimitWait.recordNanoseconds(Int64((ContinuousClock.now - waited).nanoseconds))
+                } catch {
+                    inFlight.release()
+                    logger.warning("rate limit unavailable", metadata: ["error": "\(String(reflecting: error))"])
+                    break
+                }
+                started += 1
+                group.addTask {
+                    defer { self.inFlight.release() }
+                    return await self.send(recipient, of: job, logger: logger)
+                }
+            }
+            var followUps: [FollowUp] = []
+            for await followUp in group { followUps.append(followUp) }
+            return followUps
+        }
+        try await publishFollowUps(followUps, of: job, logger: logger)
+        if started < recipients.count {
+            // Stopping, or the rate limit could not be reached: hand the rest to another replica or a later turn.
+            var rest = job
+            rest.id = UUID().uuidString.lowercased()
+            rest.recipients = Array(recipients[started...])
+            try await publish(rest, exchange: BanditoreTopology.deliveriesExchange, routingKey: job.channel.rawValue)
+            logger.info("unfinished job handed back", metadata: ["recipients": "\(rest.recipients.count)"])
+        }
+        await writer.sync()
+    }
+
+    /// The job's recipients that still need this message: for bulletins, those whose delivery is `queued` and whose
+    /// subscription is active (the others are recorded `skipped`); replies go to everyone they name.
+    private func recipientsToSend(_ job: DeliveryJob, logger: Logger) async throws -> [Recipient] {
+        if job.isReply { return job.recipients }
+        let ids = job.recipients.compactMap(\.deliveryID)
+        let rows = try await database.query(
+            """
+            SELECT d.id, d.state, COALESCE(s.active, false)
+              FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id
+             WHERE d.id = ANY(\(ids)::bigint[])
+            """
+        ).rows
+        var states: [Int64: (state: String, active: Bool)] = [:]
+        for row in rows {
+            let (id, state, active) = try row.decode(Int64.self, String.self, Bool.self)
+            states[id] = (state, active)
+        }
+        var out: [Recipient] = []
+        out.reserveCapacity(job.recipients.count)
+        var done = 0
+        var missing = 0
+        for recipient in job.recipients {
+            guard let id = recipient.deliveryID, let current = states[id] else {
+                missing += 1
+                continue
+            }
+            guard current.state == "queued" else {
+                done += 1
+                continue
+            }
+            guard current.active else {
+                writer.add(.init(deliveryID: id, state: "skipped", error: "unsubscribed", attempted: false))
+                metrics.skipped.increment()
+                continue
+            }
+            out.append(recipient)
+        }
+        if missing > 0 {
+            logger.warning("recipients without a delivery row ignored", metadata: ["recipients": "\(missing)"])
+        }
+        if done > 0 {
+            logger.debug("recipients already handled skipped", metadata: ["recipients": "\(done)"])
+        }
+        return out
+    }
+
+    private func send(_ recipient: Recipient, of job: DeliveryJob, logger: Logger) async -> FollowUp {
+        guard let message = job.message(for: recipient.language) else {
+            return record(recipient, .failed(.permanent(code: "no-message", reason: "job has no message")), job)
+        }
+        metrics.inFlight.record(sendsInFlight.wrappingAdd(1, ordering: .relaxed).newValue)
+        let start = ContinuousClock.now
+        let outcome = await sender.send(message, to: recipient.address)
+        metrics.sendLatency.recordNanoseconds(Int64((ContinuousClock.now - start).nanoseconds))
+        metrics.inFlight.record(sendsInFlight.wrappingAdd(-1, ordering: .relaxed).newValue)
+        if case .failed(let failure) = outcome {
+            logger.debug("send failed", metadata: ["failure": "\(failure)", "recipient": "\(Mask.address(recipient.address))"])
+        }
+        return record(recipient, outcome, job)
+    }
+
+    /// Records an outcome and says what remains to do.
+    private func record(_ recipient: Recipient, _ outcome: SendOutcome, _ job: DeliveryJob) -> FollowUp {
+        func write(_ state: String, id: String? = nil, error: String? = nil) {
+            guard let deliveryID = recipient.deliveryID else { return }
+            writer.add(.init(deliveryID: deliveryID, state: state, providerMessageID: id, error: error, attempted: true))
+        }
+        switch outcome {
+        case .sent(let id):
+            metrics.sent.increment()
+            write("sent", id: id)
+            return .none
+        case .failed(let failure):
+            metrics.failed(failure)
+            switch failure {
+            case .permanent(let code, let reason):
+                write("failed", error: "\(code): \(reason)")
+                guard UnreachableRecipient.isGone(channel: job.channel, code: code, reason: reason) else { return .none }
+                return .unreachable(
+                    RecipientUnreachable(
+                        channel: job.channel, address: recipient.address, subscriberID: recipient.subscriberID,
+                        code: code, reason: reason, at: Date()
+                    )
+                )
+            case .transient(let reason), .auth(let reason):
+                return retryOrGiveUp(recipient, job, hint: nil, reason: "\(failure.kind): \(reason)", write: write)
+            case .rateLimited(let hint, let reason):
+                return retryOrGiveUp(recipient, job, hint: hint, reason: "rate_limited: \(reason)", write: write)
+            }
+        }
+    }
+
+    private func retryOrGiveUp(
+        _ recipient: Recipient, _ job: DeliveryJob, hint: Duration?, reason: String,
+        write: (String, String?, String?) -> Void
+    ) -> FollowUp {
+        if job.attempt + 1 >= configuration.maxAttempts {
+            let why = "gave up after \(job.attempt + 1) attempts: \(reason)"
+            write("failed", nil, why)
+            return .deadLetter(recipient, reason: why)
+        }
+        write("queued", nil, reason)
+        return .retry(recipient, hint: hint, reason: reason)
+    }
+
+    // MARK: Follow-ups
+
+    private func publishFollowUps(_ followUps: [FollowUp], of job: DeliveryJob, logger: Logger) async throws {
+        var retries: [Int: (recipients: [Recipient], reason: String, hint: Duration?)] = [:]
+        var dead: [Recipient] = []
+        var deadReason = ""
+        for followUp in followUps {
+            switch followUp {
+            case .none:
+                break
+            case .retry(let recipient, let hint, let reason):
+                let step = RetryPolicy.step(attempt: job.attempt, hint: hint)
+                retries[step, default: ([], reason, nil)].recipients.append(recipient)
+                if let hint, hint > (retries[step]?.hint ?? .zero) { retries[step]?.hint = hint }
+            case .deadLetter(let recipient, let reason):
+                dead.append(recipient)
+                deadReason = reason
+            case .unreachable(let event):
+                metrics.unreachable.increment()
+                try await amqp.publishConfirmed(
+                    Self.message(event, type: RecipientUnreachable.routingKey, priority: nil),
+                    exchange: BanditoreTopology.eventsExchange, routingKey: RecipientUnreachable.routingKey
+                )
+            }
+        }
+        for (step, batch) in retries.sorted(by: { $0.key < $1.key }) {
+            var retry = job
+            retry.id = UUID().uuidString.lowercased()
+            retry.attempt = job.attempt + 1
+            retry.recipients = batch.recipients
+            retry.lastError = batch.reason
+            let delay = Int(Double(RetryPolicy.delayMilliseconds(step: step)) * configuration.retryBackoffScale)
+            var message = Self.message(retry, type: DeliveryJob.messageType, priority: retry.urgent ? 9 : 0)
+            message.properties.expiration = String(RetryPolicy.jittered(delay, atLeast: batch.hint))
+            try await amqp.publishConfirmed(
+                message, exchange: BanditoreTopology.retryExchange, routingKey: "\(job.channel.rawValue).\(step)"
+            )
+            metrics.retried.increment(by: batch.recipients.count)
+            logger.debug(
+                "recipients scheduled for retry",
+                metadata: ["recipients": "\(batch.recipients.count)", "retry.step": "\(step)", "attempt": "\(retry.attempt)"]
+            )
+        }
+        if !dead.isEmpty {
+            var letter = job
+            letter.id = UUID().uuidString.lowercased()
+            letter.attempt = job.attempt + 1
+            letter.recipients = dead
+            letter.lastError = deadReason
+            try await amqp.publishConfirmed(
+                Self.message(letter, type: DeliveryJob.messageType, priority: nil),
+                exchange: BanditoreTopology.deadExchange, routingKey: queue
+            )
+            metrics.deadLettered.increment(by: dead.count)
+            logger.warning("recipients dead-lettered", metadata: ["recipients": "\(dead.count)", "error": "\(deadReason)"])
+        }
+    }
+
+    private func publish(_ job: DeliveryJob, exchange: String, routingKey: String) async throws {
+        try await amqp.publishConfirmed(
+            Self.message(job, type: DeliveryJob.messageType, priority: job.urgent ? 9 : 0),
+            exchange: exchange, routingKey: routingKey
+        )
+    }
+
+    static func message(_ value: some Encodable, type: String, priority: UInt8?) -> AMQPMessage {
+        let body = (try? JSONEncoder().encode(value)).map(Array.init) ?? []
+        let id = (value as? DeliveryJob)?.id ?? UUID().uuidString.lowercased()
+        return AMQPMessage(
+            body: body,
+            properties: AMQPProperties(
+                contentType: "application/json", persistent: true, priority: priority, messageID: id,
+                timestamp: Date(), type: type
+            )
+        )
+    }
+}
+
+extension Duration {
+    var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}

@@ -1,0 +1,116 @@
+import BanditorePostgres
+import Logging
+import Synchronization
+
+/// Writes delivery outcomes in batches: sends add their outcome as soon as they know it, a loop commits whatever
+/// gathered every `interval` with one `UPDATE … FROM unnest(…)`, and a job waits with ``sync()`` until its
+/// outcomes are committed before it is acknowledged. A crash therefore forgets at most the last interval's outcomes.
+/// While the database is unreachable the outcomes wait and the loop tries again.
+final class StatusWriter: Sendable {
+    /// One delivery's new state.
+    struct Outcome: Sendable {
+        var deliveryID: Int64
+        /// `sent`, `failed`, `skipped`, or `queued` (tried, will be retried).
+        var state: String
+        var providerMessageID: String?
+        var error: String?
+        /// Whether a send was attempted (counts in `attempts`).
+        var attempted: Bool
+    }
+
+    private struct State {
+        var pending: [Outcome] = []
+        /// Outcomes added so far and outcomes committed so far: a waiter waits for `committed ≥ its ticket`.
+        var added = 0
+        var committed = 0
+        var waiters: [(ticket: Int, continuation: CheckedContinuation<Void, Never>)] = []
+    }
+
+    private let state = Mutex(State())
+    private let database: PostgresClient
+    private let interval: Duration
+    private let logger: Logger
+    let onCommit: @Sendable (Int) -> Void
+
+    init(database: PostgresClient, interval: Duration, logger: Logger, onCommit: @escaping @Sendable (Int) -> Void = { _ in }) {
+        self.database = database
+        self.interval = interval
+        self.logger = logger
+        self.onCommit = onCommit
+    }
+
+    func add(_ outcome: Outcome) {
+        state.withLock {
+            $0.pending.append(outcome)
+            $0.added += 1
+        }
+    }
+
+    /// Returns once every outcome added before the call is committed.
+    func sync() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let done = state.withLock { state -> Bool in
+                if state.committed >= state.added { return true }
+                state.waiters.append((state.added, continuation))
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+
+    /// Commits batches until cancelled, then once more for what is left.
+    func run() async {
+        var failures = 0
+        while !Task.isCancelled {
+            try? await Task.sleep(for: failures == 0 ? interval : .milliseconds(min(200 * failures, 2_000)))
+            failures = await flush() ? 0 : failures + 1
+        }
+        for _ in 0..<5 where await !flush() {
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    /// Commits what is pending; false when the database refused (the outcomes stay pending).
+    @discardableResult
+    func flush() async -> Bool {
+        let batch = state.withLock { state -> [Outcome] in
+            defer { state.pending.removeAll(keepingCapacity: true) }
+            return state.pending
+        }
+        guard !batch.isEmpty else { return true }
+        do {
+            try await database.query(
+                """
+                UPDATE deliveries AS d
+                   SET state = v.state,
+                       provider_message_id = COALESCE(v.provider_message_id, d.provider_message_id),
+                       last_error = COALESCE(v.error, d.last_error),
+                       attempts = d.attempts + v.attempted::int,
+                       updated_at = now()
+                  FROM unnest(\(batch.map(\.deliveryID))::bigint[], \(batch.map(\.state))::text[],
+                              \(batch.map(\.providerMessageID))::text[], \(batch.map(\.error))::text[],
+                              \(batch.map(\.attempted))::boolean[])
+                       AS v(id, state, provider_message_id, error, attempted)
+                 WHERE d.id = v.id AND d.state = 'queued'
+                """
+            )
+        } catch {
+            logger.warning(
+                "delivery statuses not written yet; will retry",
+                metadata: ["error": "\(String(reflecting: error))", "deliveries": "\(batch.count)"]
+            )
+            state.withLock { $0.pending.insert(contentsOf: batch, at: 0) }
+            return false
+        }
+        onCommit(batch.count)
+        let ready = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.committed += batch.count
+            let committed = state.committed
+            let ready = state.waiters.filter { $0.ticket <= committed }.map(\.continuation)
+            state.waiters.removeAll { $0.ticket <= committed }
+            return ready
+        }
+        for continuation in ready { continuation.resume() }
+        return true
+    }
+}

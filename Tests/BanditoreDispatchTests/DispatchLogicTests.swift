@@ -1,0 +1,117 @@
+import BanditoreCore
+import Foundation
+import Testing
+
+@testable import BanditoreDispatch
+
+@Suite("Dispatch rules: retry steps, unreachable codes, jobs on the wire, pacing")
+struct DispatchLogicTests {
+    @Test("backoff goes one step further per attempt and stops at the last step")
+    func steps() {
+        #expect((0..<8).map { RetryPolicy.step(attempt: $0, hint: nil) } == [0, 1, 2, 3, 4, 4, 4, 4])
+        #expect(RetryPolicy.delayMilliseconds(step: 0) == 1_000)
+        #expect(RetryPolicy.delayMilliseconds(step: 4) == 600_000)
+    }
+
+    @Test("a provider's hint picks the first step that waits at least as long")
+    func hints() {
+        #expect(RetryPolicy.step(attempt: 0, hint: .seconds(6)) == 2)  // 1 s, 5 s are too short: 30 s
+        #expect(RetryPolicy.step(attempt: 0, hint: .seconds(5)) == 1)
+        #expect(RetryPolicy.step(attempt: 3, hint: .seconds(1)) == 3)  // never earlier than the backoff
+        #expect(RetryPolicy.step(attempt: 0, hint: .seconds(3600)) == 4)
+    }
+
+    @Test("jitter stays within 80–100% of the delay and never under the hint")
+    func jitter() {
+        for _ in 0..<1000 {
+            let value = RetryPolicy.jittered(30_000, atLeast: nil)
+            #expect((24_000...30_000).contains(value))
+            #expect(RetryPolicy.jittered(5_000, atLeast: .seconds(5)) == 5_000)
+        }
+        let values = Set((0..<100).map { _ in RetryPolicy.jittered(30_000, atLeast: nil) })
+        #expect(values.count > 50, "spread, not one instant")
+    }
+
+    @Test("which permanent failures deactivate an address, per channel")
+    func unreachable() {
+        #expect(UnreachableRecipient.isGone(channel: .whatsapp, code: "131026", reason: "undeliverable"))
+        #expect(!UnreachableRecipient.isGone(channel: .whatsapp, code: "131047", reason: "window closed"))
+        #expect(!UnreachableRecipient.isGone(channel: .whatsapp, code: "132001", reason: "template does not exist"))
+        #expect(UnreachableRecipient.isGone(channel: .telegram, code: "403", reason: "Forbidden: bot was blocked by the user"))
+        #expect(UnreachableRecipient.isGone(channel: .telegram, code: "400", reason: "Bad Request: chat not found"))
+        #expect(!UnreachableRecipient.isGone(channel: .telegram, code: "400", reason: "Bad Request: message is too long"))
+        #expect(UnreachableRecipient.isGone(channel: .wechat, code: "43004", reason: "require subscribe"))
+        #expect(UnreachableRecipient.isGone(channel: .wechat, code: "40003", reason: "invalid openid"))
+        #expect(!UnreachableRecipient.isGone(channel: .wechat, code: "40037", reason: "invalid template_id"))
+        #expect(!UnreachableRecipient.isGone(channel: .wechat, code: "invalid-message", reason: "too long"))
+    }
+
+    @Test("a job's JSON: languages as keys, and it reads back the same")
+    func jobJSON() throws {
+        let job = DeliveryJob(
+            bulletinID: UUID(), channel: .wechat, urgent: true,
+            messages: [
+                .italian: .wechatTemplate("TPL", fields: ["title": "Allerta", "content": "Chiuse le scuole"]),
+                .chinese: .wechatTemplate("TPL", fields: ["title": "警报", "content": "学校关闭"]),
+            ],
+            recipients: [Recipient(deliveryID: 7, subscriberID: 3, address: "oABC", language: .chinese)],
+            correlationID: "c-1"
+        )
+        let data = try JSONEncoder().encode(job)
+        let object = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+        let messages = object?["messages"] as? [String: Any]
+        #expect(Set(messages?.keys.map { $0 } ?? []) == ["it", "zh"])
+        #expect(try JSONDecoder().decode(DeliveryJob.self, from: data) == job)
+        #expect(job.message(for: .chinese)?.fields?["title"] == "警报")
+        #expect(job.message(for: .english)?.fields?["title"] == "Allerta", "missing language falls back to Italian")
+        #expect(!job.isReply)
+        #expect(DeliveryJob(channel: .telegram, messages: [.italian: .text("ok")], recipients: []).isReply)
+    }
+
+    @Test("addresses are masked in logs")
+    func masking() {
+        #expect(Mask.address("393471234567") == "********567")
+        #expect(Mask.address("12") == "***")
+    }
+
+    @Test("per-recipient pacing: the same address waits its interval, others do not")
+    func pacing() async throws {
+        let pacer = RecipientPacer(interval: .milliseconds(300))
+        let clock = ContinuousClock()
+        let start = clock.now
+        try await pacer.wait(for: "a")
+        try await pacer.wait(for: "b")
+        #expect(clock.now - start < .milliseconds(250))
+        try await pacer.wait(for: "a")
+        #expect(clock.now - start >= .milliseconds(300))
+    }
+
+    @Test("the in-flight bound: no more than the limit hold a permit at once")
+    func semaphore() async {
+        let semaphore = AsyncSemaphore(limit: 3)
+        let counter = Counter()
+        await withTaskGroup { group in
+            for _ in 0..<30 {
+                group.addTask {
+                    await semaphore.acquire()
+                    await counter.enter()
+                    try? await Task.sleep(for: .milliseconds(5))
+                    await counter.leave()
+                    semaphore.release()
+                }
+            }
+        }
+        #expect(await counter.peak == 3)
+        #expect(await counter.current == 0)
+    }
+
+    actor Counter {
+        var current = 0
+        var peak = 0
+        func enter() {
+            current += 1
+            peak = max(peak, current)
+        }
+        func leave() { current -= 1 }
+    }
+}

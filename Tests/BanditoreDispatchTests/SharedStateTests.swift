@@ -1,0 +1,174 @@
+import BanditoreChannels
+import BanditoreCore
+import BanditorePostgres
+import BanditoreStore
+import BanditoreTesting
+import Foundation
+import Logging
+import Synchronization
+import Testing
+
+@testable import BanditoreDispatch
+
+/// Timing: measured alone (scripts/test runs suites named `…TimingTests` after the others, one at a time), since
+/// a loaded machine delays the tasks that ask for slots.
+@Suite("Rate-limit schedule timing")
+struct RateLimitTimingTests {
+    let logger = Logger(label: "test.dispatch.timing")
+
+    @Test("three replicas leasing one 40/s limit: the slots they get never exceed it in any second, and use ≥ 95% of it")
+    func rateLimitAcrossReplicas() async throws {
+        let servers = try await IsolatedServers.make("it_rate_slots")
+        let client = try PostgresClient(url: servers.databaseURL, logger: logger)
+        _ = try await Migrator(logger: logger).migrate(client)
+        let configuration = SharedRateLimiter.Configuration(key: "telegram", ratePerSecond: 40, headroom: 0)
+        // Separate clients: three replicas, each with its own connections.
+        var replicas: [SharedRateLimiter] = []
+        for _ in 0..<3 {
+            replicas.append(
+                SharedRateLimiter(
+                    configuration: configuration, database: try PostgresClient(url: client.configuration.url, logger: logger),
+                    logger: logger
+                )
+            )
+        }
+        let slots = Slots()
+        let clock = ContinuousClock()
+        let end = clock.now + .seconds(3)
+        await withThrowingTaskGroup { group in
+            for replica in replicas {
+                for _ in 0..<8 {  // each replica has several senders asking at once
+                    group.addTask {
+                        while clock.now < end {
+                            let slot = try await replica.acquire()
+                            slots.append(slot)
+                        }
+                    }
+                }
+            }
+        }
+        let sorted = slots.all.sorted()
+        // The schedule itself, not when tasks woke: in every window of one second, at most 40 slots (+1 for both
+        // window ends falling on slots).
+        var busiest = 0
+        var j = 0
+        for i in sorted.indices {
+            while sorted[j] < sorted[i] - .seconds(1) + .microseconds(1) { j += 1 }
+            busiest = max(busiest, i - j + 1)
+        }
+        #expect(busiest <= 41, "busiest second: \(busiest)")
+        let span = sorted.last! - sorted.first!
+        let seconds = Double(span.components.seconds) + Double(span.components.attoseconds) / 1e18
+        let rate = Double(sorted.count - 1) / seconds
+        #expect(rate >= 38 && rate <= 40.5, "rate \(rate)")
+        // Slots are spread evenly: none closer than the interval allows (minus clock-offset noise between clients).
+        let gaps = zip(sorted.dropFirst(), sorted).map { $0 - $1 }
+        #expect(gaps.filter { $0 < .milliseconds(15) }.count <= sorted.count / 20, "most slots 25 ms apart")
+        for replica in replicas { _ = replica }
+        await client.close()
+    }
+}
+
+/// The state dispatcher replicas share through PostgreSQL: the rate-limit schedule, the access token, the
+/// batched statuses. Each test has a database of its own.
+@Suite("Shared state in PostgreSQL")
+struct SharedStateTests {
+    let logger = Logger(label: "test.dispatch.shared")
+
+    private func database(_ name: String) async throws -> PostgresClient {
+        let servers = try await IsolatedServers.make(name)
+        let client = try PostgresClient(url: servers.databaseURL, logger: logger)
+        _ = try await Migrator(logger: logger).migrate(client)
+        return client
+    }
+
+    @Test("no rate: acquire returns at once and never touches the database")
+    func unlimited() async throws {
+        let client = try await database("it_rate_none")
+        let limiter = SharedRateLimiter(configuration: .init(key: "wechat", ratePerSecond: 0), database: client, logger: logger)
+        for _ in 0..<10_000 { try await limiter.acquire() }
+        let rows = try await client.query("SELECT count(*) FROM rate_limits WHERE channel = 'wechat'").first!.decode(Int.self, at: 0)
+        #expect(rows == 0)
+        await client.close()
+    }
+
+    @Test("an expired token is renewed once for all replicas, and a token another replica renewed is taken as is")
+    func tokenRenewedOnce() async throws {
+        let client = try await database("it_tokens")
+        let fetches = Fetches()
+        let fetch: @Sendable () async throws -> WeChat.AccessToken = {
+            let n = fetches.next()
+            try await Task.sleep(for: .milliseconds(50))
+            return WeChat.AccessToken(token: "token-\(n)", expiresIn: .seconds(7200))
+        }
+        let replicaA = ProviderTokenStore(account: "wechat:wxtest", database: client, logger: logger, fetch: fetch)
+        let replicaB = ProviderTokenStore(
+            account: "wechat:wxtest", database: try PostgresClient(url: client.configuration.url, logger: logger),
+            logger: logger, fetch: fetch
+        )
+        #expect(try await replicaA.current() == "token-1")
+        #expect(try await replicaB.current() == "token-1", "the second replica reads the shared token")
+        #expect(fetches.count == 1)
+
+        // The provider refuses token-1 (expired): 20 sends on each replica ask for a renewal at once.
+        let renewed = try await withThrowingTaskGroup(of: String.self) { group in
+            for i in 0..<40 {
+                group.addTask { try await (i % 2 == 0 ? replicaA : replicaB).renew(rejected: "token-1") }
+            }
+            var all: Set<String> = []
+            for try await token in group { all.insert(token) }
+            return all
+        }
+        #expect(renewed == ["token-2"])
+        #expect(fetches.count == 2, "one renewal for everyone")
+        let stored = try await client.query("SELECT token FROM provider_tokens WHERE account = 'wechat:wxtest'")
+            .first!.decode(String.self, at: 0)
+        #expect(stored == "token-2")
+        await client.close()
+    }
+
+    @Test("statuses are written in batches, only over queued deliveries, and sync waits for the commit")
+    func statusBatches() async throws {
+        let client = try await database("it_status")
+        let recipients = try await DeliveryFixtures.seed(
+            client, channel: .telegram, addresses: (0..<500).map { DeliveryFixtures.address(.telegram, $0) }
+        )
+        let writer = StatusWriter(database: client, interval: .milliseconds(20), logger: logger)
+        let loop = Task { await writer.run() }
+        // One delivery already read: a late `sent` must not overwrite it.
+        try await client.query("UPDATE deliveries SET state = 'read' WHERE id = \(recipients[0].deliveryID!)")
+        for (i, recipient) in recipients.enumerated() {
+            writer.add(
+                .init(
+                    deliveryID: recipient.deliveryID!, state: i % 10 == 9 ? "failed" : "sent",
+                    providerMessageID: i % 10 == 9 ? nil : "m\(i)", error: i % 10 == 9 ? "403: blocked" : nil,
+                    attempted: true
+                )
+            )
+        }
+        await writer.sync()
+        var states: [String: Int] = [:]
+        for row in try await client.query("SELECT state, count(*) FROM deliveries GROUP BY state").rows {
+            let (state, count) = try row.decode(String.self, Int.self)
+            states[state] = count
+        }
+        #expect(states == ["read": 1, "sent": 449, "failed": 50])
+        let attempts = try await client.query("SELECT sum(attempts)::int8 FROM deliveries").first!.decode(Int.self, at: 0)
+        #expect(attempts == 499)
+        loop.cancel()
+        await loop.value
+        await client.close()
+    }
+}
+
+private final class Slots: Sendable {
+    private let slots = Mutex<[ContinuousClock.Instant]>([])
+    func append(_ slot: ContinuousClock.Instant) { slots.withLock { $0.append(slot) } }
+    var all: [ContinuousClock.Instant] { slots.withLock { $0 } }
+}
+
+private final class Fetches: Sendable {
+    private let value = Mutex(0)
+    func next() -> Int { value.withLock { $0 += 1; return $0 } }
+    var count: Int { value.withLock { $0 } }
+}

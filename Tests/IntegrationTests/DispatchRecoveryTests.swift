@@ -1,0 +1,215 @@
+import BanditoreAMQP
+import BanditoreCore
+import BanditorePostgres
+import BanditoreProviderSim
+import BanditoreRuntime
+import BanditoreTesting
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@Suite("Dispatchers recover: kills, drains, poison jobs, expired tokens, urgent jobs")
+struct DispatchRecoveryTests {
+    @Test("a replica killed with SIGKILL mid-job: after a restart everyone is delivered; duplicates ≤ sends in flight at the kill")
+    func killedMidJob() async throws {
+        let harness = try await DispatchHarness.make(
+            "it_dispatch_kill", simPort: 19360,
+            simEnvironment: ["SIM_RATE_LIMITS": "false", "SIM_LATENCY_MS": "40", "SIM_LATENCY_JITTER_MS": "20"]
+        )
+        var processes: [ServiceProcess] = []
+        do {
+            let environment = ["DISPATCH_RATE_PER_SECOND": "300", "DISPATCH_MAX_IN_FLIGHT": "16"]
+            let first = try await harness.dispatcher(.telegram, port: 18360, environment: environment)
+            processes.append(first)
+            let bulletin = UUID()
+            let recipients = try await DeliveryFixtures.seed(
+                harness.database, channel: .telegram, addresses: (0..<1500).map { DeliveryFixtures.address(.telegram, $0) },
+                bulletinID: bulletin
+            )
+            try await DeliveryFixtures.publishJobs(
+                harness.amqp, channel: .telegram, recipients: recipients, bulletinID: bulletin, chunk: 500
+            )
+            #expect(await eventually(timeout: .seconds(30)) { ((try? await harness.channelStats(.telegram).accepted) ?? 0) >= 400 })
+            first.signal(SIGKILL)
+            _ = await first.waitForExit()
+            processes.removeAll()
+            try await Task.sleep(for: .milliseconds(300))  // requests already on the wire reach the provider
+
+            // What the provider accepted but the database does not say was sent: the sends in flight at the kill.
+            let accepted = Set(try await harness.simMessages(.telegram).map(\.recipient))
+            let recordedSent = Set(
+                try await harness.database.query(
+                    """
+                    SELECT s.address FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id
+                     WHERE d.bulletin_id = \(bulletin) AND d.state = 'sent'
+                    """
+                ).rows.map { try $0.decode(String.self, at: 0) }
+            )
+            let inFlight = accepted.subtracting(recordedSent).count
+            #expect(accepted.count < 1500, "killed mid-job")
+            #expect(recordedSent.isSubset(of: accepted))
+            // Bounded by the sends in flight (16) plus at most one status interval of outcomes (50 ms at 300/s).
+            #expect(inFlight <= 16 + 15, "in flight at the kill: \(inFlight)")
+
+            processes.append(try await harness.dispatcher(.telegram, port: 18361, environment: environment))
+            let states = try await harness.waitUntilSettled(bulletin, timeout: .seconds(60))
+            #expect(states == ["sent": 1500], "\(states)")
+            let stats = try await harness.channelStats(.telegram)
+            #expect(stats.recipients == 1500, "everyone delivered")
+            #expect(stats.duplicates <= inFlight, "duplicates \(stats.duplicates), in flight at the kill \(inFlight)")
+            print("SIGKILL mid-job: \(inFlight) sends in flight at the kill, \(stats.duplicates) duplicates after restart")
+            for process in processes { #expect(await harness.terminate(process) == 0) }
+            await harness.stop()
+        } catch {
+            await harness.stop(processes)
+            throw error
+        }
+    }
+
+    @Test("SIGTERM drains: no new sends, the rest handed back, exit 0; the next replica finishes without duplicates")
+    func drainOnSigterm() async throws {
+        let harness = try await DispatchHarness.make("it_dispatch_drain", simPort: 19370, simEnvironment: ["SIM_RATE_LIMITS": "false"])
+        var processes: [ServiceProcess] = []
+        do {
+            let environment = ["DISPATCH_RATE_PER_SECOND": "40"]
+            let first = try await harness.dispatcher(.telegram, port: 18370, environment: environment)
+            processes.append(first)
+            let bulletin = UUID()
+            let recipients = try await DeliveryFixtures.seed(
+                harness.database, channel: .telegram, addresses: (0..<300).map { DeliveryFixtures.address(.telegram, $0) },
+                bulletinID: bulletin
+            )
+            try await DeliveryFixtures.publishJobs(
+                harness.amqp, channel: .telegram, recipients: recipients, bulletinID: bulletin, chunk: 150
+            )
+            #expect(await eventually(timeout: .seconds(30)) { ((try? await harness.channelStats(.telegram).accepted) ?? 0) >= 60 })
+            let clock = ContinuousClock()
+            let start = clock.now
+            let status = await harness.terminate(first)
+            processes.removeAll()
+            #expect(status == 0, "\(first.log.suffix(3000))")
+            #expect(clock.now - start < .seconds(10), "drained quickly")
+            #expect(first.log.contains("unfinished job handed back"))
+            let afterDrain = try await harness.states(bulletin)
+            #expect(afterDrain["sent", default: 0] < 300, "\(afterDrain)")
+            let acceptedAtStop = try await harness.channelStats(.telegram).accepted
+            #expect(afterDrain["sent", default: 0] == acceptedAtStop, "every send made before the exit is recorded")
+
+            processes.append(try await harness.dispatcher(.telegram, port: 18371, environment: environment))
+            let states = try await harness.waitUntilSettled(bulletin, timeout: .seconds(60))
+            #expect(states == ["sent": 300])
+            let stats = try await harness.channelStats(.telegram)
+            #expect(stats.accepted == 300 && stats.duplicates == 0, "\(stats)")
+            for process in processes { #expect(await harness.terminate(process) == 0) }
+            await harness.stop()
+        } catch {
+            await harness.stop(processes)
+            throw error
+        }
+    }
+
+    @Test("an undecodable job goes to the dead-letter queue at once; the dispatcher carries on")
+    func poisonJob() async throws {
+        let harness = try await DispatchHarness.make("it_dispatch_poison", simPort: 19380, simEnvironment: ["SIM_RATE_LIMITS": "false"])
+        var processes: [ServiceProcess] = []
+        do {
+            processes.append(try await harness.dispatcher(.wechat, port: 18380, environment: ["DISPATCH_RATE_PER_SECOND": "0"]))
+            for body in ["not json", #"{"id":"x"}"#, #"{"channel":"telegram","messages":{},"recipients":[]}"#] {
+                try await harness.amqp.publishConfirmed(
+                    AMQPMessage(string: body), exchange: BanditoreTopology.deliveriesExchange, routingKey: "wechat"
+                )
+            }
+            let dead = BanditoreTopology.deadQueue(BanditoreTopology.dispatchQueue(.wechat))
+            #expect(await eventually(timeout: .seconds(20)) { (try? await harness.ready(dead)) == 3 })
+            let bulletin = UUID()
+            let recipients = try await DeliveryFixtures.seed(
+                harness.database, channel: .wechat, addresses: (0..<10).map { DeliveryFixtures.address(.wechat, $0) },
+                bulletinID: bulletin
+            )
+            try await DeliveryFixtures.publishJobs(harness.amqp, channel: .wechat, recipients: recipients, bulletinID: bulletin)
+            #expect(try await harness.waitUntilSettled(bulletin, timeout: .seconds(30)) == ["sent": 10])
+            #expect(try await harness.ready(dead) == 3, "poison is not retried")
+            let metrics = await processes[0].get("/metrics")?.body ?? ""
+            #expect(metrics.contains(#"banditore_dispatch_poison_jobs_total{channel="wechat"} 3"#))
+            for process in processes { #expect(await harness.terminate(process) == 0) }
+            await harness.stop()
+        } catch {
+            await harness.stop(processes)
+            throw error
+        }
+    }
+
+    @Test("WeChat tokens expire mid-run with two replicas: renewed once between them, everyone sent")
+    func tokenExpiry() async throws {
+        let harness = try await DispatchHarness.make("it_dispatch_token", simPort: 19390, simEnvironment: ["SIM_RATE_LIMITS": "false"])
+        var processes: [ServiceProcess] = []
+        do {
+            let environment = ["DISPATCH_RATE_PER_SECOND": "200", "DISPATCH_RETRY_BACKOFF_SCALE": "0.05"]
+            processes.append(try await harness.dispatcher(.wechat, port: 18390, environment: environment))
+            processes.append(try await harness.dispatcher(.wechat, port: 18391, environment: environment))
+            let bulletin = UUID()
+            let recipients = try await DeliveryFixtures.seed(
+                harness.database, channel: .wechat, addresses: (0..<800).map { DeliveryFixtures.address(.wechat, $0) },
+                bulletinID: bulletin
+            )
+            try await DeliveryFixtures.publishJobs(harness.amqp, channel: .wechat, recipients: recipients, bulletinID: bulletin)
+            #expect(await eventually(timeout: .seconds(30)) { ((try? await harness.channelStats(.wechat).accepted) ?? 0) >= 200 })
+            let callsBefore = try await harness.simStats().wechatTokenCalls
+            try await harness.simCall("POST", "/sim/wechat/expire")
+            let states = try await harness.waitUntilSettled(bulletin, timeout: .seconds(60))
+            #expect(states == ["sent": 800], "\(states)")
+            let stats = try await harness.simStats()
+            #expect(stats.wechatTokenCalls == callsBefore + 1, "one renewal for both replicas: \(callsBefore) → \(stats.wechatTokenCalls)")
+            #expect(stats.channels["wechat"]?.duplicates == 0)
+            for process in processes { #expect(await harness.terminate(process) == 0) }
+            await harness.stop()
+        } catch {
+            await harness.stop(processes)
+            throw error
+        }
+    }
+
+    @Test("an urgent job overtakes the normal jobs waiting in the queue")
+    func urgentFirst() async throws {
+        let harness = try await DispatchHarness.make("it_dispatch_urgent", simPort: 19400, simEnvironment: ["SIM_RATE_LIMITS": "false"])
+        var processes: [ServiceProcess] = []
+        do {
+            let normal = UUID()
+            let normalRecipients = try await DeliveryFixtures.seed(
+                harness.database, channel: .telegram, addresses: (0..<400).map { DeliveryFixtures.address(.telegram, $0) },
+                bulletinID: normal
+            )
+            try await DeliveryFixtures.publishJobs(
+                harness.amqp, channel: .telegram, recipients: normalRecipients, bulletinID: normal, chunk: 20
+            )
+            let urgent = UUID()
+            let urgentRecipients = try await DeliveryFixtures.seed(
+                harness.database, channel: .telegram,
+                addresses: (0..<20).map { DeliveryFixtures.address(.telegram, $0, salt: 9) }, bulletinID: urgent
+            )
+            try await DeliveryFixtures.publishJobs(
+                harness.amqp, channel: .telegram, recipients: urgentRecipients, bulletinID: urgent, chunk: 20, urgent: true,
+                message: .text("ALLERTA: scuole chiuse")
+            )
+            processes.append(
+                try await harness.dispatcher(
+                    .telegram, port: 18400, environment: ["DISPATCH_RATE_PER_SECOND": "100", "DISPATCH_PREFETCH": "1"]
+                )
+            )
+            _ = try await harness.waitUntilSettled(normal, timeout: .seconds(60))
+            let messages = try await harness.simMessages(.telegram)
+            #expect(messages.count == 420)
+            let urgentPositions = messages.enumerated().filter { $0.element.text.hasPrefix("ALLERTA") }.map(\.offset)
+            #expect(urgentPositions.count == 20)
+            #expect((urgentPositions.max() ?? 999) < 60, "urgent sent among the first: \(urgentPositions)")
+            for process in processes { #expect(await harness.terminate(process) == 0) }
+            await harness.stop()
+        } catch {
+            await harness.stop(processes)
+            throw error
+        }
+    }
+}
