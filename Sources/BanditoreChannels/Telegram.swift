@@ -20,16 +20,19 @@ public enum Telegram {
                 channel: "telegram", field: "text", message: "\(text.count) characters, at most \(maxTextLength)"
             )
         }
-        var payload: [String: Any] = ["text": text, "link_preview_options": ["is_disabled": true]]
+        // Keys in sorted order, as before; written by hand (see JSONText).
+        var json = "{\"chat_id\":"
         switch chat {
-        case .id(let id): payload["chat_id"] = id
-        case .username(let name): payload["chat_id"] = name.hasPrefix("@") ? name : "@\(name)"
+        case .id(let id): json += String(id)
+        case .username(let name): json += JSONText.quote(name.hasPrefix("@") ? name : "@\(name)")
         }
-        if let parseMode { payload["parse_mode"] = parseMode }
-        if silent { payload["disable_notification"] = true }
+        if silent { json += ",\"disable_notification\":true" }
+        json += ",\"link_preview_options\":{\"is_disabled\":true}"
+        if let parseMode { json += ",\"parse_mode\":" + JSONText.quote(parseMode) }
+        json += ",\"text\":" + JSONText.quote(text) + "}"
         return ProviderRequest(
             method: .post, path: "/bot\(token)/sendMessage", headers: ["Content-Type": "application/json"],
-            body: Array(try JSONSerialization.data(withJSONObject: payload, options: [.sortedKeys]))
+            body: Array(json.utf8)
         )
     }
 
@@ -46,25 +49,23 @@ public enum Telegram {
 
     /// The outcome of a send: the message id, or how to handle the failure.
     public static func decodeSendResponse(status: Int, body: [UInt8]) -> Result<Int64, ProviderFailure> {
-        let json = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any]
-        if json?["ok"] as? Bool == true, let result = json?["result"] as? [String: Any],
-            let id = (result["message_id"] as? NSNumber)?.int64Value
-        {
+        let json = JSONValue.parse(body)
+        if json?["ok"]?.bool == true, let id = json?["result"]?["message_id"]?.int64 {
             return .success(id)
         }
-        let code = (json?["error_code"] as? Int) ?? status
-        let description = (json?["description"] as? String) ?? "HTTP \(status)"
-        let parameters = json?["parameters"] as? [String: Any]
+        let code = json?["error_code"]?.int ?? status
+        let description = json?["description"]?.string ?? "HTTP \(status)"
+        let parameters = json?["parameters"]
         switch code {
         case 429:
-            let retry = (parameters?["retry_after"] as? Int).map { Duration.seconds($0) }
+            let retry = parameters?["retry_after"]?.int.map { Duration.seconds($0) }
             return .failure(.rateLimited(retryAfter: retry, reason: description))
         case 401, 404:
             return .failure(.auth(reason: description))  // a wrong token answers 404 on the bot path
         case 403:
             return .failure(.permanent(code: "403", reason: description))  // blocked, deactivated, kicked
         case 400:
-            if let migrated = (parameters?["migrate_to_chat_id"] as? NSNumber)?.int64Value {
+            if let migrated = parameters?["migrate_to_chat_id"]?.int64 {
                 return .failure(.permanent(code: "400-migrated:\(migrated)", reason: description))
             }
             return .failure(.permanent(code: "400", reason: description))

@@ -51,9 +51,10 @@ public enum WeChat {
                 message: "\(content.utf8.count) bytes, at most \(maxCustomTextBytes)"
             )
         }
-        return try post(
+        return post(
             "/cgi-bin/message/custom/send", accessToken: accessToken,
-            ["touser": openID, "msgtype": "text", "text": ["content": content]]
+            json: "{\"msgtype\":\"text\",\"text\":{\"content\":" + JSONText.quote(content) + "},\"touser\":"
+                + JSONText.quote(openID) + "}"
         )
     }
 
@@ -67,19 +68,23 @@ public enum WeChat {
                 message: value.isEmpty ? "empty" : "\(value.count) characters, at most \(maxTemplateValueLength)"
             )
         }
-        var payload: [String: Any] = [
-            "touser": openID, "template_id": templateID, "data": data.mapValues { ["value": $0] },
-        ]
-        if let url { payload["url"] = url }
-        if let clientMessageID { payload["client_msg_id"] = clientMessageID }
-        return try post("/cgi-bin/message/template/send", accessToken: accessToken, payload)
+        var json = "{"
+        if let clientMessageID { json += "\"client_msg_id\":" + JSONText.quote(clientMessageID) + "," }
+        json += "\"data\":{"
+        for (index, key) in data.keys.sorted().enumerated() {
+            if index > 0 { json += "," }
+            json += JSONText.quote(key) + ":{\"value\":" + JSONText.quote(data[key]!) + "}"
+        }
+        json += "},\"template_id\":" + JSONText.quote(templateID) + ",\"touser\":" + JSONText.quote(openID)
+        if let url { json += ",\"url\":" + JSONText.quote(url) }
+        return post("/cgi-bin/message/template/send", accessToken: accessToken, json: json + "}")
     }
 
-    private static func post(_ path: String, accessToken: String, _ payload: [String: Any]) throws -> ProviderRequest {
+    private static func post(_ path: String, accessToken: String, json: String) -> ProviderRequest {
         ProviderRequest(
             method: .post, path: "\(path)?access_token=\(query(accessToken))",
             headers: ["Content-Type": "application/json"],
-            body: Array(try JSONSerialization.data(withJSONObject: payload, options: [.sortedKeys]))
+            body: Array(json.utf8)
         )
     }
 
@@ -88,16 +93,20 @@ public enum WeChat {
         guard (200..<300).contains(status) else {
             return .failure(status == 429 ? .rateLimited(retryAfter: nil, reason: "HTTP 429") : .transient(reason: "HTTP \(status)"))
         }
-        let json = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any]
-        if let code = json?["errcode"] as? Int, code == 0 {
-            return .success((json?["msgid"] as? NSNumber)?.int64Value)
+        guard let json = JSONValue.parse(body) else { return .failure(.transient(reason: "unreadable response")) }
+        if json["errcode"]?.int == 0 {
+            return .success(json["msgid"]?.int64)
         }
-        return .failure(classify(json))
+        return .failure(classify(code: json["errcode"]?.int, message: json["errmsg"]?.string))
     }
 
     static func classify(_ json: [String: Any]?) -> ProviderFailure {
-        guard let code = json?["errcode"] as? Int else { return .transient(reason: "unreadable response") }
-        let message = (json?["errmsg"] as? String) ?? "errcode \(code)"
+        classify(code: json?["errcode"] as? Int, message: json?["errmsg"] as? String)
+    }
+
+    static func classify(code: Int?, message: String?) -> ProviderFailure {
+        guard let code else { return .transient(reason: "unreadable response") }
+        let message = message ?? "errcode \(code)"
         switch code {
         case -1: return .transient(reason: message)  // system busy
         case 40001, 40014, 42001: return .auth(reason: message)

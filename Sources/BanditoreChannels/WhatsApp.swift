@@ -18,11 +18,9 @@ public enum WhatsApp {
                 channel: "whatsapp", field: "text.body", message: "\(body.count) characters, at most \(maxTextLength)"
             )
         }
-        let payload: [String: Any] = [
-            "messaging_product": "whatsapp", "recipient_type": "individual", "to": to, "type": "text",
-            "text": ["preview_url": false, "body": body],
-        ]
-        return try request(apiVersion: apiVersion, phoneNumberID: phoneNumberID, token: token, payload: payload)
+        let json = "{\"messaging_product\":\"whatsapp\",\"recipient_type\":\"individual\",\"text\":{\"body\":"
+            + JSONText.quote(body) + ",\"preview_url\":false},\"to\":" + JSONText.quote(to) + ",\"type\":\"text\"}"
+        return request(apiVersion: apiVersion, phoneNumberID: phoneNumberID, token: token, json: json)
     }
 
     /// An approved template message with body parameters (allowed at any time).
@@ -31,15 +29,15 @@ public enum WhatsApp {
         parameters: [String]
     ) throws -> ProviderRequest {
         try validateTemplateParameters(parameters)
-        let payload: [String: Any] = [
-            "messaging_product": "whatsapp", "recipient_type": "individual", "to": to, "type": "template",
-            "template": [
-                "name": template,
-                "language": ["code": language],
-                "components": [["type": "body", "parameters": parameters.map { ["type": "text", "text": $0] }]],
-            ],
-        ]
-        return try request(apiVersion: apiVersion, phoneNumberID: phoneNumberID, token: token, payload: payload)
+        var json = "{\"messaging_product\":\"whatsapp\",\"recipient_type\":\"individual\",\"template\":{"
+        json += "\"components\":[{\"parameters\":["
+        for (index, parameter) in parameters.enumerated() {
+            if index > 0 { json += "," }
+            json += "{\"text\":" + JSONText.quote(parameter) + ",\"type\":\"text\"}"
+        }
+        json += "],\"type\":\"body\"}],\"language\":{\"code\":" + JSONText.quote(language) + "},\"name\":"
+        json += JSONText.quote(template) + "},\"to\":" + JSONText.quote(to) + ",\"type\":\"template\"}"
+        return request(apiVersion: apiVersion, phoneNumberID: phoneNumberID, token: token, json: json)
     }
 
     /// Template parameters: non-empty, no newline or tab, no more than four spaces in a row, and together at most
@@ -77,31 +75,29 @@ public enum WhatsApp {
         }
     }
 
-    private static func request(apiVersion: String, phoneNumberID: String, token: String, payload: [String: Any])
-        throws -> ProviderRequest
+    private static func request(apiVersion: String, phoneNumberID: String, token: String, json: String)
+        -> ProviderRequest
     {
         ProviderRequest(
             method: .post, path: "/\(apiVersion)/\(phoneNumberID)/messages",
             headers: ["Authorization": "Bearer \(token)", "Content-Type": "application/json"],
-            body: Array(try JSONSerialization.data(withJSONObject: payload, options: [.sortedKeys]))
+            body: Array(json.utf8)
         )
     }
 
     /// The outcome of a send: the message id (`wamid.…`), or how to handle the failure.
     public static func decodeSendResponse(status: Int, body: [UInt8]) -> Result<String, ProviderFailure> {
-        let json = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any]
-        if (200..<300).contains(status), let messages = json?["messages"] as? [[String: Any]],
-            let id = messages.first?["id"] as? String
-        {
+        let json = JSONValue.parse(body)
+        if (200..<300).contains(status), let id = json?["messages"]?.array?.first?["id"]?.string {
             return .success(id)
         }
-        guard let error = json?["error"] as? [String: Any], let code = error["code"] as? Int else {
+        guard let error = json?["error"], let code = error["code"]?.int else {
             if status == 429 { return .failure(.rateLimited(retryAfter: nil, reason: "HTTP 429")) }
             if status == 401 { return .failure(.auth(reason: "HTTP 401")) }
             if status >= 500 || status == 408 { return .failure(.transient(reason: "HTTP \(status)")) }
             return .failure(.transient(reason: "HTTP \(status) without an error body"))
         }
-        let message = (error["message"] as? String) ?? "error \(code)"
+        let message = error["message"]?.string ?? "error \(code)"
         return .failure(classify(code: code, message: message))
     }
 

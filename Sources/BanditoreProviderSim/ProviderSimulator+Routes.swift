@@ -1,3 +1,4 @@
+import BanditoreChannels
 import BanditoreCore
 import Foundation
 import NIOHTTP1

@@ -37,32 +37,6 @@ public struct SimResponse: Sendable {
 
 }
 
-/// JSON text for the hot paths, without an encoder.
-enum JSONText {
-    /// `value` as a quoted JSON string.
-    static func quote(_ value: String) -> String {
-        if !value.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
-            return "\"" + value + "\""
-        }
-        var out = "\""
-        out.reserveCapacity(value.utf8.count + 2)
-        for scalar in value.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where scalar.value < 0x20:
-                out += "\\u" + String(repeating: "0", count: 4 - String(scalar.value, radix: 16).count)
-                    + String(scalar.value, radix: 16)
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        return out + "\""
-    }
-}
-
 /// Reads `a=1&b=2` (form bodies and queries), percent- and plus-decoded.
 func parseForm(_ text: Substring) -> [String: String] {
     var out: [String: String] = [:]

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-@testable import BanditoreProviderSim
+import BanditoreChannels
 
 /// The simulator's own JSON reader, checked against Foundation's on the same documents.
 struct JSONValueTests {

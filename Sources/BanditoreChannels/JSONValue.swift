@@ -1,6 +1,7 @@
-/// A parsed JSON document. The providers' request bodies are small and read once, so the simulator parses them
-/// with this instead of `JSONDecoder`, which cost it more than the rest of a request together.
-enum JSONValue: Sendable {
+/// A parsed JSON document. Provider requests and answers are small and read once, so the simulator and the
+/// dispatchers parse them with this instead of `JSONDecoder` or `JSONSerialization`, which cost more than the rest
+/// of a request together.
+public enum JSONValue: Sendable {
     case null
     case bool(Bool)
     /// The number's text, so that 64-bit ids are read exactly.
@@ -11,43 +12,45 @@ enum JSONValue: Sendable {
     case object([(key: String, value: JSONValue)])
 
     /// The last field named `key` (as JSON parsers commonly keep the last of repeated keys).
-    subscript(key: String) -> JSONValue? {
+    public subscript(key: String) -> JSONValue? {
         if case .object(let fields) = self { return fields.last { $0.key == key }?.value }
         return nil
     }
 
-    var string: String? {
+    public var string: String? {
         if case .string(let value) = self { return value }
         return nil
     }
 
-    var int64: Int64? {
+    public var int64: Int64? {
         if case .number(let text) = self { return Int64(text) }
         return nil
     }
 
-    var bool: Bool? {
+    public var int: Int? { int64.map { Int(truncatingIfNeeded: $0) } }
+
+    public var bool: Bool? {
         if case .bool(let value) = self { return value }
         return nil
     }
 
-    var array: [JSONValue]? {
+    public var array: [JSONValue]? {
         if case .array(let values) = self { return values }
         return nil
     }
 
-    var object: [String: JSONValue]? {
+    public var object: [String: JSONValue]? {
         if case .object(let fields) = self { return Dictionary(fields, uniquingKeysWith: { $1 }) }
         return nil
     }
 
-    var isObject: Bool {
+    public var isObject: Bool {
         if case .object = self { return true }
         return false
     }
 
     /// Parses a whole document; nil when it is not valid JSON.
-    static func parse(_ bytes: [UInt8]) -> JSONValue? {
+    public static func parse(_ bytes: [UInt8]) -> JSONValue? {
         bytes.withUnsafeBufferPointer { buffer in
             var parser = Parser(bytes: buffer)
             guard let value = parser.value(depth: 0) else { return nil }
