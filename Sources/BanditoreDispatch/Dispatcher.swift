@@ -185,7 +185,9 @@ public final class Dispatcher: Service, Sendable {
         var started = 0
         let followUps = await withTaskGroup(of: FollowUp.self) { group in
             for recipient in recipients {
-                if stopping.load(ordering: .relaxed) { break }
+                // Stopping, or the broker is gone: this job can no longer be acknowledged and will come back after
+                // the reconnect, so starting more of its sends would only repeat them.
+                if stopping.load(ordering: .relaxed) || !amqp.isConnected { break }
                 await inFlight.acquire()
                 if stopping.load(ordering: .relaxed) {
                     inFlight.release()
@@ -213,7 +215,8 @@ public final class Dispatcher: Service, Sendable {
         }
         try await publishFollowUps(followUps, of: job, logger: logger)
         if started < recipients.count {
-            // Stopping, or the rate limit could not be reached: hand the rest to another replica or a later turn.
+            // Stopping, the broker gone, or the rate limit unreachable: hand the rest to another replica or a later
+            // turn (without a broker this throws, and the unacknowledged job itself comes back after the reconnect).
             var rest = job
             rest.id = UUID().uuidString.lowercased()
             rest.recipients = Array(recipients[started...])

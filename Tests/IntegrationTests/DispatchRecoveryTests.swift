@@ -69,6 +69,56 @@ struct DispatchRecoveryTests {
         }
     }
 
+    @Test("the broker restarts mid-bulletin: the dispatcher reconnects and carries on; everyone delivered, no duplicate")
+    func brokerRestart() async throws {
+        try await PrivateServer.with(.rabbitmq, portBase: 5794) { broker in
+            try await Self.deliverAcrossBrokerRestart(broker)
+        }
+    }
+
+    private static func deliverAcrossBrokerRestart(_ broker: PrivateServer) async throws {
+        let servers = try await IsolatedServers.make("it_dispatch_broker")
+        let harness = try await DispatchHarness.make(
+            "it_dispatch_broker_sim", simPort: 19410, simEnvironment: ["SIM_RATE_LIMITS": "false"]
+        )
+        let amqp = try await AMQPConnection.connect(url: broker.url, logger: harness.logger)
+        try await amqp.declare(BanditoreTopology.all)
+        let environment = [
+            "AMQP_URL": broker.url, "DATABASE_URL": servers.databaseURL, "DISPATCH_RATE_PER_SECOND": "100",
+            "MIGRATE_ON_START": "true",
+        ]
+        let process = try await harness.dispatcher(.telegram, port: 18410, environment: environment)
+        let database = try PostgresClient(url: servers.databaseURL, logger: harness.logger)
+        let bulletin = UUID()
+        let recipients = try await DeliveryFixtures.seed(
+            database, channel: .telegram, addresses: (0..<600).map { DeliveryFixtures.address(.telegram, $0) },
+            bulletinID: bulletin
+        )
+        try await DeliveryFixtures.publishJobs(amqp, channel: .telegram, recipients: recipients, bulletinID: bulletin)
+        let started = await eventually(timeout: .seconds(30)) {
+            ((try? await harness.channelStats(.telegram).accepted) ?? 0) >= 150
+        }
+        #expect(started)
+        try await broker.stop()
+        try await Task.sleep(for: .seconds(2))
+        try await broker.start()
+        let sentAll = await eventually(timeout: .seconds(90), every: .milliseconds(250)) {
+            let row = try? await database.query(
+                "SELECT count(*) FILTER (WHERE state = 'sent') FROM deliveries WHERE bulletin_id = \(bulletin)"
+            ).first
+            return (try? row?.decode(Int.self, at: 0)) == 600
+        }
+        #expect(sentAll, "log:\n\(process.log.suffix(3000))")
+        let stats = try await harness.channelStats(.telegram)
+        #expect(stats.recipients == 600)
+        #expect(stats.duplicates == 0, "\(stats)")
+        #expect(await process.get("/readyz")?.status == 200)
+        #expect(await harness.terminate(process) == 0)
+        await database.close()
+        await amqp.close()
+        await harness.stop()
+    }
+
     @Test("SIGTERM drains: no new sends, the rest handed back, exit 0; the next replica finishes without duplicates")
     func drainOnSigterm() async throws {
         let harness = try await DispatchHarness.make("it_dispatch_drain", simPort: 19370, simEnvironment: ["SIM_RATE_LIMITS": "false"])
