@@ -213,6 +213,8 @@ public final class Dispatcher: Service, Sendable {
             for await followUp in group { followUps.append(followUp) }
             return followUps
         }
+        // Outcomes first: a retry job must not find its recipients' previous attempt still uncommitted.
+        await writer.sync()
         try await publishFollowUps(followUps, of: job, logger: logger)
         if started < recipients.count {
             // Stopping, the broker gone, or the rate limit unreachable: hand the rest to another replica or a later

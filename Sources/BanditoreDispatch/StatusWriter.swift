@@ -18,6 +18,13 @@ final class StatusWriter: Sendable {
         var attempted: Bool
     }
 
+    private struct Merged {
+        var state: String
+        var providerMessageID: String?
+        var error: String?
+        var attempts: Int
+    }
+
     private struct State {
         var pending: [Outcome] = []
         /// Outcomes added so far and outcomes committed so far: a waiter waits for `committed ≥ its ticket`.
@@ -78,6 +85,26 @@ final class StatusWriter: Sendable {
             return state.pending
         }
         guard !batch.isEmpty else { return true }
+        // One row per delivery: a failed attempt and the retry's outcome can land in the same batch, and an
+        // `UPDATE … FROM` applies only one source row per target row. Attempts add up, the latest state wins.
+        var merged: [Int64: Merged] = [:]
+        var order: [Int64] = []
+        for outcome in batch {
+            if var current = merged[outcome.deliveryID] {
+                current.state = outcome.state
+                current.providerMessageID = outcome.providerMessageID ?? current.providerMessageID
+                current.error = outcome.error ?? current.error
+                current.attempts += outcome.attempted ? 1 : 0
+                merged[outcome.deliveryID] = current
+            } else {
+                order.append(outcome.deliveryID)
+                merged[outcome.deliveryID] = Merged(
+                    state: outcome.state, providerMessageID: outcome.providerMessageID, error: outcome.error,
+                    attempts: outcome.attempted ? 1 : 0
+                )
+            }
+        }
+        let rows = order.map { merged[$0]! }
         do {
             try await database.query(
                 """
@@ -85,12 +112,12 @@ final class StatusWriter: Sendable {
                    SET state = v.state,
                        provider_message_id = COALESCE(v.provider_message_id, d.provider_message_id),
                        last_error = COALESCE(v.error, d.last_error),
-                       attempts = d.attempts + v.attempted::int,
+                       attempts = d.attempts + v.attempts,
                        updated_at = now()
-                  FROM unnest(\(batch.map(\.deliveryID))::bigint[], \(batch.map(\.state))::text[],
-                              \(batch.map(\.providerMessageID))::text[], \(batch.map(\.error))::text[],
-                              \(batch.map(\.attempted))::boolean[])
-                       AS v(id, state, provider_message_id, error, attempted)
+                  FROM unnest(\(order)::bigint[], \(rows.map(\.state))::text[],
+                              \(rows.map(\.providerMessageID))::text[], \(rows.map(\.error))::text[],
+                              \(rows.map(\.attempts))::int[])
+                       AS v(id, state, provider_message_id, error, attempts)
                  WHERE d.id = v.id AND d.state = 'queued'
                 """
             )

@@ -137,6 +137,8 @@ struct SharedStateTests {
         let loop = Task { await writer.run() }
         // One delivery already read: a late `sent` must not overwrite it.
         try await client.query("UPDATE deliveries SET state = 'read' WHERE id = \(recipients[0].deliveryID!)")
+        // A failed attempt and its retry's success in one batch: both attempts count, the success wins.
+        writer.add(.init(deliveryID: recipients[1].deliveryID!, state: "queued", error: "transient: busy", attempted: true))
         for (i, recipient) in recipients.enumerated() {
             writer.add(
                 .init(
@@ -154,7 +156,10 @@ struct SharedStateTests {
         }
         #expect(states == ["read": 1, "sent": 449, "failed": 50])
         let attempts = try await client.query("SELECT sum(attempts)::int8 FROM deliveries").first!.decode(Int.self, at: 0)
-        #expect(attempts == 499)
+        #expect(attempts == 500)
+        let retried = try await client.query("SELECT state, attempts FROM deliveries WHERE id = \(recipients[1].deliveryID!)")
+            .first!.decode(String.self, Int.self)
+        #expect(retried.0 == "sent" && retried.1 == 2)
         loop.cancel()
         await loop.value
         await client.close()

@@ -3,6 +3,7 @@ import BanditoreCore
 import BanditorePostgres
 import BanditoreProviderSim
 import BanditoreRuntime
+import BanditoreStore
 import BanditoreTesting
 import Foundation
 import Testing
@@ -116,6 +117,52 @@ struct DispatchRecoveryTests {
         #expect(await harness.terminate(process) == 0)
         await database.close()
         await amqp.close()
+        await harness.stop()
+    }
+
+    @Test("the database restarts mid-bulletin: statuses wait and are written, jobs resume; everyone delivered once")
+    func databaseRestart() async throws {
+        try await PrivateServer.with(.postgres, portBase: 5795) { postgres in
+            try await Self.deliverAcrossDatabaseRestart(postgres)
+        }
+    }
+
+    private static func deliverAcrossDatabaseRestart(_ postgres: PrivateServer) async throws {
+        let harness = try await DispatchHarness.make(
+            "it_dispatch_pg", simPort: 19420, simEnvironment: ["SIM_RATE_LIMITS": "false"]
+        )
+        let database = try PostgresClient(url: postgres.url, logger: harness.logger)
+        _ = try await Migrator(logger: harness.logger).migrate(database)
+        let environment = ["AMQP_URL": harness.servers.amqpURL, "DATABASE_URL": postgres.url, "DISPATCH_RATE_PER_SECOND": "100"]
+        let process = try await harness.dispatcher(.telegram, port: 18420, environment: environment)
+        let bulletin = UUID()
+        let recipients = try await DeliveryFixtures.seed(
+            database, channel: .telegram, addresses: (0..<600).map { DeliveryFixtures.address(.telegram, $0) },
+            bulletinID: bulletin
+        )
+        try await DeliveryFixtures.publishJobs(harness.amqp, channel: .telegram, recipients: recipients, bulletinID: bulletin)
+        let started = await eventually(timeout: .seconds(30)) {
+            ((try? await harness.channelStats(.telegram).accepted) ?? 0) >= 150
+        }
+        #expect(started)
+        try await postgres.stop()
+        try await Task.sleep(for: .seconds(2))
+        try await postgres.start()
+        let sentAll = await eventually(timeout: .seconds(90), every: .milliseconds(250)) {
+            let row = try? await database.query(
+                "SELECT count(*) FILTER (WHERE state = 'sent') FROM deliveries WHERE bulletin_id = \(bulletin)"
+            ).first
+            return (try? row?.decode(Int.self, at: 0)) == 600
+        }
+        #expect(sentAll, "log:\n\(process.log.suffix(3000))")
+        let stats = try await harness.channelStats(.telegram)
+        #expect(stats.recipients == 600)
+        // A send whose outcome was waiting for the database when it went away is repeated at most once.
+        #expect(stats.duplicates <= 64, "\(stats)")
+        print("database restart mid-bulletin: \(stats.duplicates) duplicates")
+        #expect(await process.get("/readyz")?.status == 200)
+        #expect(await harness.terminate(process) == 0)
+        await database.close()
         await harness.stop()
     }
 
