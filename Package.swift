@@ -49,6 +49,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
     ],
     targets: [
         // MARK: C libraries
@@ -157,6 +158,37 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "BanditoreRegistry",
+            dependencies: [
+                "BanditoreAMQP",
+                "BanditoreCore",
+                "BanditorePostgres",
+                "BanditoreRuntime",
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "BanditoreIngest",
+            dependencies: [
+                "BanditoreAMQP",
+                "BanditoreChannels",
+                "BanditoreCore",
+                "BanditorePostgres",
+                "BanditoreRuntime",
+                "BanditoreStore",
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "BanditoreTesting",
             dependencies: [
                 "BanditoreAMQP",
@@ -225,6 +257,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "BanditoreRegistryTests",
+            dependencies: [
+                "BanditoreRegistry", "BanditoreIngest", "BanditoreCore", "BanditoreChannels", "BanditoreStore",
+                "BanditorePostgres", "BanditoreTesting",
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "IntegrationTests",
             dependencies: [
                 "BanditoreRuntime", "BanditoreTesting", "BanditoreAMQP", "BanditorePostgres", "BanditoreCore",
@@ -237,7 +277,9 @@ let package = Package(
             name: $0,
             dependencies: runtimeDependencies
                 + ($0 == "banditore-provider-sim" ? ["BanditoreProviderSim"] : [])
-                + ($0.hasPrefix("banditore-dispatch-") ? ["BanditoreDispatch"] : []),
+                + ($0.hasPrefix("banditore-dispatch-") ? ["BanditoreDispatch"] : [])
+                + ($0 == "banditore-ingest" ? ["BanditoreIngest"] : [])
+                + ($0 == "banditore-registry" ? ["BanditoreRegistry"] : []),
             swiftSettings: swiftSettings
         )
     }

@@ -1,3 +1,4 @@
-import BanditoreRuntime
+import BanditoreIngest
 
-try await ServiceRunner.run(ServiceDescription(name: "banditore-ingest", defaultPort: 8080))
+/// The HTTP edge: the channels' webhooks and the admin API; see `IngestService` and the README for its settings.
+try await IngestService.run()

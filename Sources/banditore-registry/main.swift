@@ -1,3 +1,4 @@
-import BanditoreRuntime
+import BanditoreRegistry
 
-try await ServiceRunner.run(ServiceDescription(name: "banditore-registry", defaultPort: 8081))
+/// Applies citizens' commands and replies; see `RegistryService` and the README for its settings.
+try await RegistryService.run()

@@ -1,0 +1,317 @@
+import BanditoreAMQP
+import BanditoreCore
+import BanditorePostgres
+import BanditoreRuntime
+import Foundation
+import Logging
+import Synchronization
+
+/// Applies citizens' commands to PostgreSQL, in one transaction each, and writes the reply to the outbox in the
+/// same transaction.
+///
+/// A command with a provider message id takes effect once: the id goes into `inbound_messages` first, and a
+/// command whose id is already there (a provider's retry, a redelivery after a crash) changes nothing and is not
+/// answered again. Subscribing creates the subscriber (every topic, or the one a Telegram `/start <topic>`
+/// names; the language the provider reports, else Italian) or reactivates a former one with their old
+/// preferences; leaving marks the row inactive with when and why, and keeps nothing else.
+public struct CommandHandler: Sendable {
+    /// What a command did.
+    public struct Outcome: Sendable, Hashable {
+        public var duplicate = false
+        public var reply: DeliveryJob?
+        public var outboxIDs: [Int64] = []
+    }
+
+    private let topics: TopicCatalogue
+
+    public init(topics: TopicCatalogue) {
+        self.topics = topics
+    }
+
+    /// Applies `command` on `connection`, inside the caller's transaction.
+    public func apply(_ command: CitizenCommand, on connection: PostgresConnection) async throws -> Outcome {
+        var outcome = Outcome()
+        switch command.kind {
+        case .ignored:
+            return outcome
+        case .deliveryStatus:
+            try await applyReport(command, on: connection)
+            return outcome
+        default:
+            break
+        }
+        if let key = command.dedupeKey {
+            let inserted = try await connection.query(
+                """
+                INSERT INTO inbound_messages (channel, provider_message_id) VALUES (\(command.channel.rawValue), \(key))
+                ON CONFLICT DO NOTHING
+                """
+            )
+            if inserted.affectedRows == 0 {
+                outcome.duplicate = true
+                return outcome
+            }
+        }
+        let catalogue = try await topics.all(connection)
+        var subscriber = try await Subscriber.load(channel: command.channel, address: command.address, on: connection)
+        var language = subscriber?.language ?? command.writtenIn ?? command.reportedLanguage ?? .italian
+        if var existing = subscriber, let written = command.writtenIn, written != existing.language,
+            command.kind != .setLanguage
+        {
+            existing.language = written
+            language = written
+            subscriber = existing
+        }
+        var reply: Reply?
+
+        switch command.kind {
+        case .subscribe:
+            let topic = command.topic.flatMap { words in catalogue.first { $0.matches(words) } }
+            if var existing = subscriber {
+                let wasActive = existing.active
+                existing.active = true
+                subscriber = existing
+                if let topic { try await existing.follow(topic.slug, on: connection) }
+                let followed = try await existing.topics(catalogue, on: connection)
+                reply = wasActive ? .alreadySubscribed(topics: followed) : .welcomeBack(topics: followed)
+            } else {
+                let created = try await Subscriber.create(
+                    channel: command.channel, address: command.address, language: language,
+                    topics: topic.map { [$0.slug] } ?? catalogue.map(\.slug), at: command.receivedAt, on: connection
+                )
+                subscriber = created
+                reply = .subscribed(topics: try await created.topics(catalogue, on: connection))
+            }
+        case .unsubscribe:
+            let reason = command.leaveReason ?? .command
+            if var existing = subscriber, existing.active {
+                existing.active = false
+                existing.inactiveReason = reason.rawValue
+                subscriber = existing
+                reply = .unsubscribed
+            } else {
+                reply = .notSubscribed
+            }
+            // Someone who blocked the bot or unfollowed the account cannot be written to.
+            if reason == .blocked || reason == .unfollowed { reply = nil }
+        case .follow, .unfollow:
+            guard let existing = subscriber, existing.active else {
+                reply = .notSubscribed
+                break
+            }
+            guard let words = command.topic, let topic = catalogue.first(where: { $0.matches(words) }) else {
+                reply = .unknownTopic(command.topic ?? "", all: catalogue)
+                break
+            }
+            if command.kind == .follow {
+                reply = try await existing.follow(topic.slug, on: connection) ? .following(topic) : .alreadyFollowing(topic)
+            } else {
+                reply = try await existing.unfollow(topic.slug, on: connection) ? .unfollowed(topic) : .notFollowing(topic)
+            }
+        case .listTopics:
+            var followed: [TopicInfo] = []
+            if let existing = subscriber, existing.active {
+                followed = try await existing.topics(catalogue, on: connection)
+            }
+            reply = .topicList(all: catalogue, followed: Set(followed.map(\.slug)))
+        case .setLanguage:
+            guard let wanted = command.language else {
+                reply = .unknownLanguage
+                break
+            }
+            language = wanted
+            if var existing = subscriber {
+                existing.language = wanted
+                subscriber = existing
+                reply = existing.active ? .languageSet : .notSubscribed
+            } else {
+                reply = .notSubscribed
+            }
+        case .status:
+            if let existing = subscriber, existing.active {
+                reply = .status(active: true, topics: try await existing.topics(catalogue, on: connection))
+            } else {
+                reply = .notSubscribed
+            }
+        case .help:
+            reply = .help
+        case .unknown:
+            reply = .notUnderstood
+        case .deliveryStatus, .ignored:
+            break
+        }
+        if let subscriber {
+            try await subscriber.save(lastInbound: command.receivedAt, on: connection)
+        }
+        guard let reply else { return outcome }
+        let job = DeliveryJob(
+            id: "reply-\(command.id)", channel: command.channel,
+            messages: [language: .text(ReplyText.render(reply, language: language, channel: command.channel))],
+            recipients: [Recipient(subscriberID: subscriber?.id, address: command.address, language: language)],
+            correlationID: command.correlationID
+        )
+        outcome.reply = job
+        outcome.outboxIDs.append(
+            try await Outbox.add(
+                exchange: BanditoreTopology.deliveriesExchange, routingKey: command.channel.rawValue,
+                messageID: job.id, type: DeliveryJob.messageType, body: Array(try JSONEncoder().encode(job)),
+                on: connection
+            )
+        )
+        return outcome
+    }
+
+    /// A provider's report on a sent message moves its delivery forward (`sent` → `delivered` → `read`; `failed`
+    /// only before `delivered`), never back; an address refused for good is deactivated.
+    private func applyReport(_ command: CitizenCommand, on connection: PostgresConnection) async throws {
+        guard let report = command.report else { return }
+        let rank: Int
+        switch report.status {
+        case "sent": rank = 1
+        case "delivered": rank = 2
+        case "read": rank = 3
+        case "failed": rank = 2
+        default: return
+        }
+        let error = report.errorCode.map { "\($0) \(report.errorTitle ?? "")".trimmingCharacters(in: .whitespaces) }
+        try await connection.query(
+            """
+            UPDATE deliveries SET state = \(report.status), last_error = coalesce(\(error), last_error), updated_at = now()
+            WHERE channel = \(command.channel.rawValue) AND provider_message_id = \(report.providerMessageID)
+              AND (CASE state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3
+                   ELSE 9 END) < \(rank)
+            """
+        )
+        if report.status == "failed", let code = report.errorCode, Self.unreachableWhatsAppCodes.contains(code) {
+            try await Subscriber.deactivate(
+                channel: command.channel, address: command.address, reason: .unreachable, on: connection
+            )
+        }
+    }
+
+    /// WhatsApp codes that mean the number cannot be reached (not on WhatsApp, blocked us).
+    static let unreachableWhatsAppCodes: Set<Int> = [131026]
+}
+
+/// The topics, read from the database and kept for a few seconds.
+public final class TopicCatalogue: Sendable {
+    private let cache = Mutex<(at: ContinuousClock.Instant, topics: [TopicInfo])?>(nil)
+    private let lifetime: Duration
+
+    public init(lifetime: Duration = .seconds(10)) {
+        self.lifetime = lifetime
+    }
+
+    public func all(_ connection: PostgresConnection) async throws -> [TopicInfo] {
+        if let cached = cache.withLock({ $0 }), ContinuousClock.now - cached.at < lifetime { return cached.topics }
+        let rows = try await connection.query("SELECT slug, name_it, name_zh, name_en FROM topics ORDER BY slug").rows
+        var topics: [TopicInfo] = []
+        for row in rows {
+            let (slug, it, zh, en) = try row.decode(String.self, String.self, String?.self, String?.self)
+            var names: [Language: String] = [.italian: it]
+            names[.chinese] = zh
+            names[.english] = en
+            topics.append(TopicInfo(slug: slug, names: names))
+        }
+        let loaded = topics
+        cache.withLock { $0 = (ContinuousClock.now, loaded) }
+        return topics
+    }
+}
+
+/// A subscriber row, locked for the command's transaction.
+struct Subscriber: Sendable {
+    var id: Int64
+    var channel: Channel
+    var address: String
+    var language: Language
+    var active: Bool
+    var inactiveReason: String?
+
+    static func load(channel: Channel, address: String, on connection: PostgresConnection) async throws -> Subscriber? {
+        guard
+            let row = try await connection.query(
+                """
+                SELECT id, language, active, inactive_reason FROM subscribers
+                WHERE channel = \(channel.rawValue) AND address = \(address) FOR UPDATE
+                """
+            ).first
+        else { return nil }
+        let (id, language, active, reason) = try row.decode(Int64.self, String.self, Bool.self, String?.self)
+        return Subscriber(
+            id: id, channel: channel, address: address, language: Language(rawValue: language) ?? .italian,
+            active: active, inactiveReason: reason
+        )
+    }
+
+    static func create(
+        channel: Channel, address: String, language: Language, topics: [String], at: Date,
+        on connection: PostgresConnection
+    ) async throws -> Subscriber {
+        let row = try await connection.query(
+            """
+            INSERT INTO subscribers (channel, address, language, last_inbound_at, subscribed_at)
+            VALUES (\(channel.rawValue), \(address), \(language.rawValue), \(at), now())
+            RETURNING id
+            """
+        ).rows[0]
+        let id = try row.decode(Int64.self, at: 0)
+        try await connection.query(
+            "INSERT INTO subscriber_topics (subscriber_id, topic) SELECT \(id), unnest(\(topics)::text[]) ON CONFLICT DO NOTHING"
+        )
+        return Subscriber(id: id, channel: channel, address: address, language: language, active: true)
+    }
+
+    /// Writes language and state; leaving records when and why, coming back clears them.
+    func save(lastInbound: Date, on connection: PostgresConnection) async throws {
+        try await connection.query(
+            """
+            UPDATE subscribers SET
+                language = \(language.rawValue),
+                subscribed_at = CASE WHEN \(active) AND NOT active THEN now() ELSE subscribed_at END,
+                unsubscribed_at = CASE WHEN \(active) THEN NULL WHEN active THEN now() ELSE unsubscribed_at END,
+                inactive_reason = CASE WHEN \(active) THEN NULL ELSE \(inactiveReason) END,
+                active = \(active),
+                last_inbound_at = greatest(last_inbound_at, \(lastInbound)),
+                updated_at = now()
+            WHERE id = \(id)
+            """
+        )
+    }
+
+    /// True when it was not followed before.
+    func follow(_ topic: String, on connection: PostgresConnection) async throws -> Bool {
+        try await connection.query(
+            "INSERT INTO subscriber_topics (subscriber_id, topic) VALUES (\(id), \(topic)) ON CONFLICT DO NOTHING"
+        ).affectedRows == 1
+    }
+
+    /// True when it was followed.
+    func unfollow(_ topic: String, on connection: PostgresConnection) async throws -> Bool {
+        try await connection.query(
+            "DELETE FROM subscriber_topics WHERE subscriber_id = \(id) AND topic = \(topic)"
+        ).affectedRows == 1
+    }
+
+    func topics(_ catalogue: [TopicInfo], on connection: PostgresConnection) async throws -> [TopicInfo] {
+        let slugs = Set(
+            try await connection.query("SELECT topic FROM subscriber_topics WHERE subscriber_id = \(id)").rows.map {
+                try $0.decode(String.self, at: 0)
+            }
+        )
+        return catalogue.filter { slugs.contains($0.slug) }
+    }
+
+    /// Marks an address inactive (a provider refused it for good, or its owner left without a command).
+    @discardableResult
+    static func deactivate(channel: Channel, address: String, reason: CitizenCommand.LeaveReason,
+                           on connection: PostgresConnection) async throws -> Bool {
+        try await connection.query(
+            """
+            UPDATE subscribers SET active = false, unsubscribed_at = now(), inactive_reason = \(reason.rawValue),
+                updated_at = now()
+            WHERE channel = \(channel.rawValue) AND address = \(address) AND active
+            """
+        ).affectedRows > 0
+    }
+}

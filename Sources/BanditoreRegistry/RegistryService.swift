@@ -1,0 +1,41 @@
+import BanditoreRuntime
+import Configuration
+
+/// The `banditore-registry` executable: the runtime (broker, database, health and metrics) plus the ``Registry``
+/// and the outbox relay that publishes its replies.
+///
+/// | key (environment variable) | type | default | |
+/// |---|---|---|---|
+/// | `registry.lanes` (`REGISTRY_LANES`) | int | 8 | |
+/// | `registry.prefetch` (`REGISTRY_PREFETCH`) | int | 64 | |
+/// | `outbox.sweepSeconds` (`OUTBOX_SWEEP_SECONDS`) | double | 2 | |
+public enum RegistryService {
+    public static let defaultPort = 8081
+
+    public static func run() async throws {
+        try await ServiceRunner.run(ServiceDescription(name: "banditore-registry", defaultPort: defaultPort)) {
+            context in
+            try makeParts(context: context)
+        }
+    }
+
+    public static func makeParts(context: ServiceContext) throws -> ServiceParts {
+        guard let amqp = context.amqp, let database = context.database else {
+            throw ServiceSetupError("the registry needs the broker and the database")
+        }
+        let reader = context.reader
+        let sweep = reader.double(forKey: "outbox.sweepSeconds", default: 2)
+        let relay = OutboxRelay(
+            amqp: amqp, database: database, logger: context.logger,
+            sweepInterval: .milliseconds(Int(sweep * 1000))
+        )
+        let registry = Registry(
+            configuration: .init(
+                lanes: reader.int(forKey: "registry.lanes", default: 8),
+                prefetch: reader.int(forKey: "registry.prefetch", default: 64)
+            ),
+            amqp: amqp, database: database, relay: relay, logger: context.logger
+        )
+        return ServiceParts(services: [relay, registry])
+    }
+}

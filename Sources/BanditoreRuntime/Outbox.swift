@@ -1,0 +1,114 @@
+import BanditoreAMQP
+import BanditorePostgres
+import Foundation
+import Logging
+import ServiceLifecycle
+
+/// Messages that must be published because a transaction committed (the `outbox` table).
+///
+/// A service writes its messages with ``add(_:exchange:routingKey:messageID:type:body:priority:on:)`` inside the
+/// transaction of its effect; after the commit it calls ``OutboxRelay/publish(_:)`` with the ids, and a sweep
+/// publishes whatever a crash left behind. A row is locked while it is published (`FOR UPDATE SKIP LOCKED`), so the
+/// relay of one replica and the sweep of another never publish it both; it is marked published once the broker
+/// confirmed. A crash between the confirm and the mark publishes it again (at least once).
+public enum Outbox {
+    /// Adds a message; returns its row id.
+    @discardableResult
+    public static func add(
+        exchange: String, routingKey: String, messageID: String, type: String, body: [UInt8],
+        on connection: PostgresConnection
+    ) async throws -> Int64 {
+        let result = try await connection.query(
+            """
+            INSERT INTO outbox (exchange, routing_key, message_id, message_type, body)
+            VALUES (\(exchange), \(routingKey), \(messageID), \(type), \(PostgresBytes(body)))
+            ON CONFLICT (message_id) DO UPDATE SET message_id = EXCLUDED.message_id
+            RETURNING id
+            """
+        )
+        return try result.rows[0].decode(Int64.self, at: 0)
+    }
+}
+
+/// Publishes outbox rows: at once after a commit, and in a sweep of rows older than `sweepAge`.
+public final class OutboxRelay: Service, Sendable {
+    private let amqp: AMQPConnection
+    private let database: PostgresClient
+    private let logger: Logger
+    private let sweepInterval: Duration
+    private let sweepAge: Duration
+
+    public init(
+        amqp: AMQPConnection, database: PostgresClient, logger: Logger, sweepInterval: Duration = .seconds(2),
+        sweepAge: Duration = .seconds(5)
+    ) {
+        self.amqp = amqp
+        self.database = database
+        self.logger = logger
+        self.sweepInterval = sweepInterval
+        self.sweepAge = sweepAge
+    }
+
+    /// Publishes these rows (those another relay holds or already published are left alone) and marks them.
+    public func publish(_ ids: [Int64]) async throws {
+        guard !ids.isEmpty else { return }
+        try await publishRows(
+            "SELECT id, exchange, routing_key, message_id, message_type, body FROM outbox WHERE id = ANY(\(ids)) AND published_at IS NULL ORDER BY id FOR UPDATE SKIP LOCKED"
+        )
+    }
+
+    /// Publishes up to 500 rows left unpublished for longer than `sweepAge`; returns how many.
+    @discardableResult
+    public func sweep() async throws -> Int {
+        let age = Double(sweepAge.components.seconds) + Double(sweepAge.components.attoseconds) / 1e18
+        return try await publishRows(
+            "SELECT id, exchange, routing_key, message_id, message_type, body FROM outbox WHERE published_at IS NULL AND created_at < now() - make_interval(secs => \(age)) ORDER BY id LIMIT 500 FOR UPDATE SKIP LOCKED"
+        )
+    }
+
+    @discardableResult
+    private func publishRows(_ select: PostgresQuery) async throws -> Int {
+        try await database.withTransaction { connection in
+            let rows = try await connection.query(select).rows
+            guard !rows.isEmpty else { return 0 }
+            var published: [Int64] = []
+            try await withThrowingTaskGroup(of: Int64.self) { group in
+                for row in rows {
+                    let (id, exchange, routingKey, messageID, type, body) = try row.decode(
+                        Int64.self, String.self, String.self, String.self, String.self, PostgresBytes.self
+                    )
+                    let amqp = self.amqp
+                    group.addTask {
+                        try await amqp.publishConfirmed(
+                            AMQPMessage(
+                                body: body.bytes,
+                                properties: AMQPProperties(
+                                    contentType: "application/json", messageID: messageID, timestamp: Date(), type: type
+                                )
+                            ),
+                            exchange: exchange, routingKey: routingKey
+                        )
+                        return id
+                    }
+                }
+                for try await id in group { published.append(id) }
+            }
+            try await connection.query("UPDATE outbox SET published_at = now() WHERE id = ANY(\(published))")
+            return published.count
+        }
+    }
+
+    public func run() async throws {
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    let count = try await self.sweep()
+                    if count > 0 { self.logger.info("outbox: published rows left behind", metadata: ["rows": "\(count)"]) }
+                } catch {
+                    self.logger.warning("outbox sweep failed", metadata: ["error": "\(String(reflecting: error))"])
+                }
+                try? await Task.sleep(for: self.sweepInterval)
+            }
+        }
+    }
+}

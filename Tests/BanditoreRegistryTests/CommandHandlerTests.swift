@@ -1,0 +1,183 @@
+import BanditoreCore
+import BanditorePostgres
+import BanditoreStore
+import BanditoreTesting
+import Foundation
+import Logging
+import Testing
+
+@testable import BanditoreRegistry
+
+/// The registry's effects on a real PostgreSQL, one database per test.
+@Suite("Registry commands on PostgreSQL")
+struct CommandHandlerTests {
+    let logger = Logger(label: "test.registry")
+    let handler = CommandHandler(topics: TopicCatalogue())
+
+    func database(_ name: String) async throws -> PostgresClient {
+        let servers = try await IsolatedServers.make(name)
+        let client = try PostgresClient(url: servers.databaseURL, logger: logger)
+        _ = try await Migrator(logger: logger).migrate(client)
+        return client
+    }
+
+    func run(_ command: CitizenCommand, _ database: PostgresClient) async throws -> CommandHandler.Outcome {
+        try await database.withTransaction { try await handler.apply(command, on: $0) }
+    }
+
+    struct Row: Equatable {
+        var active: Bool
+        var language: String
+        var reason: String?
+        var left: Bool
+        var topics: [String]
+    }
+
+    func row(_ channel: Channel, _ address: String, _ database: PostgresClient) async throws -> Row? {
+        guard
+            let row = try await database.query(
+                """
+                SELECT active, language, inactive_reason, unsubscribed_at IS NOT NULL,
+                       coalesce((SELECT array_agg(topic ORDER BY topic) FROM subscriber_topics WHERE subscriber_id = s.id), '{}')
+                FROM subscribers s WHERE channel = \(channel.rawValue) AND address = \(address)
+                """
+            ).first
+        else { return nil }
+        let (active, language, reason, left, topics) = try row.decode(
+            Bool.self, String.self, String?.self, Bool.self, [String].self
+        )
+        return Row(active: active, language: language, reason: reason, left: left, topics: topics)
+    }
+
+    static let allTopics = ["disservizi", "eventi", "farmacie", "protezione-civile", "scadenze", "scuola"]
+
+    @Test("subscribe, follow, language, leave and come back: each step in the database and answered")
+    func lifecycle() async throws {
+        let db = try await database("it_registry_life")
+        let address = "393470000001"
+        func command(_ kind: CitizenCommand.Kind, key: String, topic: String? = nil, language: Language? = nil)
+            -> CitizenCommand
+        {
+            CitizenCommand(channel: .whatsapp, address: address, kind: kind, dedupeKey: key, topic: topic, language: language)
+        }
+
+        var outcome = try await run(command(.subscribe, key: "wamid.1"), db)
+        #expect(try await row(.whatsapp, address, db) == Row(active: true, language: "it", left: false, topics: Self.allTopics))
+        let reply = try #require(outcome.reply)
+        #expect(reply.recipients.map(\.address) == [address])
+        #expect(reply.message(for: .italian)?.text?.hasPrefix("Iscrizione attivata.") == true)
+        #expect(outcome.outboxIDs.count == 1)
+        let stored = try await db.query(
+            "SELECT message_id, routing_key, body FROM outbox WHERE id = \(outcome.outboxIDs[0])"
+        ).rows[0].decode(String.self, String.self, PostgresBytes.self)
+        #expect(stored.0 == reply.id)
+        #expect(stored.1 == "whatsapp")
+        #expect(try JSONDecoder().decode(DeliveryJob.self, from: Data(stored.2.bytes)) == reply)
+
+        // The provider retries the same message: no second effect, no second reply.
+        outcome = try await run(command(.subscribe, key: "wamid.1"), db)
+        #expect(outcome.duplicate)
+        #expect(outcome.reply == nil)
+
+        outcome = try await run(command(.unfollow, key: "wamid.2", topic: "Eventi"), db)
+        #expect(outcome.reply?.message(for: .italian)?.text == "Non segui più: Eventi.")
+        outcome = try await run(command(.unfollow, key: "wamid.3", topic: "farmacia"), db)
+        #expect(outcome.reply?.message(for: .italian)?.text?.hasPrefix("Argomento sconosciuto: farmacia.") == true)
+        outcome = try await run(command(.setLanguage, key: "wamid.4", language: .english), db)
+        #expect(outcome.reply?.recipients.first?.language == .english)
+        #expect(outcome.reply?.message(for: .english)?.text == "Language set: English.")
+        var expected = Row(active: true, language: "en", left: false, topics: Self.allTopics.filter { $0 != "eventi" })
+        #expect(try await row(.whatsapp, address, db) == expected)
+
+        outcome = try await run(command(.unsubscribe, key: "wamid.5"), db)
+        #expect(outcome.reply?.message(for: .english)?.text?.hasPrefix("You are unsubscribed") == true)
+        expected.active = false
+        expected.reason = "command"
+        expected.left = true
+        #expect(try await row(.whatsapp, address, db) == expected)
+
+        // Follow while away: refused, nothing changes.
+        outcome = try await run(command(.follow, key: "wamid.6", topic: "eventi"), db)
+        #expect(outcome.reply?.message(for: .english)?.text?.hasPrefix("You are not subscribed") == true)
+        #expect(try await row(.whatsapp, address, db) == expected)
+
+        // Back, with the old preferences.
+        outcome = try await run(command(.subscribe, key: "wamid.7"), db)
+        #expect(outcome.reply?.message(for: .english)?.text?.hasPrefix("Welcome back!") == true)
+        expected = Row(active: true, language: "en", left: false, topics: Self.allTopics.filter { $0 != "eventi" })
+        #expect(try await row(.whatsapp, address, db) == expected)
+        await db.close()
+    }
+
+    @Test("Telegram /start with a topic and a Chinese client: only that topic, in Chinese; blocking leaves silently")
+    func telegramStart() async throws {
+        let db = try await database("it_registry_tg")
+        let outcome = try await run(
+            CitizenCommand(
+                channel: .telegram, address: "123456789", kind: .subscribe, dedupeKey: "1", topic: "scuola",
+                reportedLanguage: .chinese
+            ),
+            db
+        )
+        #expect(try await row(.telegram, "123456789", db) == Row(active: true, language: "zh", left: false, topics: ["scuola"]))
+        #expect(outcome.reply?.message(for: .chinese)?.text?.hasPrefix("订阅成功。") == true)
+        let blocked = try await run(
+            CitizenCommand(channel: .telegram, address: "123456789", kind: .unsubscribe, dedupeKey: "2", leaveReason: .blocked),
+            db
+        )
+        #expect(blocked.reply == nil)
+        #expect(try await row(.telegram, "123456789", db)?.reason == "blocked")
+        #expect(try await row(.telegram, "123456789", db)?.active == false)
+        await db.close()
+    }
+
+    @Test("a command written in Chinese switches an Italian subscriber to Chinese")
+    func chineseText() async throws {
+        let db = try await database("it_registry_zh")
+        _ = try await run(CitizenCommand(channel: .wechat, address: "oW7x0tA", kind: .subscribe, dedupeKey: "a:1:subscribe"), db)
+        #expect(try await row(.wechat, "oW7x0tA", db)?.language == "it")
+        let outcome = try await run(
+            CitizenCommand(channel: .wechat, address: "oW7x0tA", kind: .listTopics, dedupeKey: "99", writtenIn: .chinese),
+            db
+        )
+        #expect(try await row(.wechat, "oW7x0tA", db)?.language == "zh")
+        #expect(outcome.reply?.message(for: .chinese)?.text?.hasPrefix("主题（✓ = 已关注）：") == true)
+        await db.close()
+    }
+
+    @Test("delivery reports move a delivery forward only; an undeliverable number is deactivated")
+    func reports() async throws {
+        let db = try await database("it_registry_reports")
+        let addresses = ["393470000011", "393470000012"]
+        let recipients = try await DeliveryFixtures.seed(db, channel: .whatsapp, addresses: addresses)
+        for (index, recipient) in recipients.enumerated() {
+            try await db.query(
+                "UPDATE deliveries SET state = 'sent', provider_message_id = \("wamid.OUT\(index)") WHERE id = \(recipient.deliveryID!)"
+            )
+        }
+        func report(_ index: Int, _ status: String, code: Int? = nil) async throws {
+            _ = try await run(
+                CitizenCommand(
+                    channel: .whatsapp, address: addresses[index], kind: .deliveryStatus,
+                    report: .init(providerMessageID: "wamid.OUT\(index)", status: status, errorCode: code)
+                ),
+                db
+            )
+        }
+        func state(_ index: Int) async throws -> String {
+            try await db.query("SELECT state FROM deliveries WHERE id = \(recipients[index].deliveryID!)").rows[0]
+                .decode(String.self, at: 0)
+        }
+        try await report(0, "read")
+        #expect(try await state(0) == "read")
+        try await report(0, "delivered")  // out of order: stays read
+        try await report(0, "failed", code: 131000)
+        #expect(try await state(0) == "read")
+        try await report(1, "failed", code: 131026)
+        #expect(try await state(1) == "failed")
+        #expect(try await row(.whatsapp, addresses[1], db)?.active == false)
+        #expect(try await row(.whatsapp, addresses[1], db)?.reason == "unreachable")
+        #expect(try await row(.whatsapp, addresses[0], db)?.active == true)
+        await db.close()
+    }
+}
