@@ -1,4 +1,5 @@
 import BanditorePostgres
+import BanditoreStore
 import Logging
 import Synchronization
 
@@ -121,6 +122,11 @@ final class StatusWriter: Sendable {
                  WHERE d.id = v.id AND d.state = 'queued'
                 """
             )
+            // A provider's report may have come before the send was recorded here.
+            let sent = order.filter { merged[$0]?.providerMessageID != nil }
+            if !sent.isEmpty {
+                try await database.withConnection { try await DeliveryReports.applyKept(to: sent, on: $0) }
+            }
         } catch {
             logger.warning(
                 "delivery statuses not written yet; will retry",

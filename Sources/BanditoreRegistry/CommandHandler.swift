@@ -2,6 +2,7 @@ import BanditoreAMQP
 import BanditoreCore
 import BanditorePostgres
 import BanditoreRuntime
+import BanditoreStore
 import Foundation
 import Logging
 import Synchronization
@@ -165,22 +166,10 @@ public struct CommandHandler: Sendable {
     /// only before `delivered`), never back; an address refused for good is deactivated.
     private func applyReport(_ command: CitizenCommand, on connection: PostgresConnection) async throws {
         guard let report = command.report else { return }
-        let rank: Int
-        switch report.status {
-        case "sent": rank = 1
-        case "delivered": rank = 2
-        case "read": rank = 3
-        case "failed": rank = 2
-        default: return
-        }
         let error = report.errorCode.map { "\($0) \(report.errorTitle ?? "")".trimmingCharacters(in: .whitespaces) }
-        try await connection.query(
-            """
-            UPDATE deliveries SET state = \(report.status), last_error = coalesce(\(error), last_error), updated_at = now()
-            WHERE channel = \(command.channel.rawValue) AND provider_message_id = \(report.providerMessageID)
-              AND (CASE state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3
-                   ELSE 9 END) < \(rank)
-            """
+        try await DeliveryReports.record(
+            channel: command.channel.rawValue, providerMessageID: report.providerMessageID, status: report.status,
+            error: error, on: connection
         )
         if report.status == "failed", let code = report.errorCode, Self.unreachableWhatsAppCodes.contains(code) {
             try await Subscriber.deactivate(

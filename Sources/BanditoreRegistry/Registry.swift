@@ -2,6 +2,7 @@ import BanditoreAMQP
 import BanditoreCore
 import BanditorePostgres
 import BanditoreRuntime
+import BanditoreStore
 import Foundation
 import Logging
 import Metrics
@@ -70,6 +71,7 @@ public final class Registry: Service, Sendable {
                     self.logger.error("event consumer ended", metadata: ["error": "\(String(reflecting: error))"])
                 }
             }
+            group.addTask { await self.maintain() }
             group.addTask {
                 try? await gracefulShutdown()
                 commandConsumer.cancel()
@@ -87,6 +89,23 @@ public final class Registry: Service, Sendable {
             await group.waitForAll()
         }
         logger.info("registry stopped")
+    }
+
+    /// Every 30 s: applies providers' reports that came before their send was recorded, forgets old ones.
+    private func maintain() async {
+        try? await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(30))
+                do {
+                    try await self.database.withConnection { connection in
+                        try await DeliveryReports.applyKept(to: nil, on: connection)
+                        try await DeliveryReports.prune(on: connection)
+                    }
+                } catch {
+                    self.logger.warning("report sweep failed", metadata: ["error": "\(String(reflecting: error))"])
+                }
+            }
+        }
     }
 
     /// The lane of a citizen: by the `citizen` header ingest sets (a hash of channel and address), else by

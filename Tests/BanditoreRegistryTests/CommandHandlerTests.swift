@@ -178,6 +178,25 @@ struct CommandHandlerTests {
         #expect(try await row(.whatsapp, addresses[1], db)?.active == false)
         #expect(try await row(.whatsapp, addresses[1], db)?.reason == "unreachable")
         #expect(try await row(.whatsapp, addresses[0], db)?.active == true)
+
+        // A report that comes before the dispatcher recorded the send is kept, and applied when it is recorded.
+        let early = try await DeliveryFixtures.seed(db, channel: .whatsapp, addresses: ["393470000013"])[0]
+        _ = try await run(
+            CitizenCommand(
+                channel: .whatsapp, address: "393470000013", kind: .deliveryStatus,
+                report: .init(providerMessageID: "wamid.EARLY", status: "delivered")
+            ),
+            db
+        )
+        try await db.query(
+            "UPDATE deliveries SET state = 'sent', provider_message_id = 'wamid.EARLY' WHERE id = \(early.deliveryID!)"
+        )
+        let moved = try await db.withConnection { try await DeliveryReports.applyKept(to: [early.deliveryID!], on: $0) }
+        #expect(moved == 1)
+        #expect(
+            try await db.query("SELECT state FROM deliveries WHERE id = \(early.deliveryID!)").rows[0]
+                .decode(String.self, at: 0) == "delivered"
+        )
         await db.close()
     }
 }

@@ -58,17 +58,23 @@ final class DispatchHarness: Sendable {
 
     /// Starts `banditore-dispatch-<channel>` against this harness and waits until it answers.
     func dispatcher(_ channel: Channel, port: Int, environment: [String: String] = [:]) async throws -> ServiceProcess {
+        try await service("banditore-dispatch-\(channel.rawValue)", port: port, environment: environment)
+    }
+
+    /// Starts a Banditore service against this harness (its vhost, database and simulator) and waits until it
+    /// answers.
+    func service(_ executable: String, port: Int, environment: [String: String] = [:]) async throws -> ServiceProcess {
         var env = [
             "AMQP_URL": servers.amqpURL, "DATABASE_URL": servers.databaseURL,
             "WHATSAPP_API_URL": simURL, "TELEGRAM_API_URL": simURL, "WECHAT_API_URL": simURL,
             "LOG_LEVEL": "info",
         ]
         for (key, value) in environment { env[key] = value }
-        let process = try ServiceProcess.start("banditore-dispatch-\(channel.rawValue)", port: port, environment: env)
+        let process = try ServiceProcess.start(executable, port: port, environment: env)
         guard await eventually(timeout: .seconds(30), { await process.get("/healthz")?.status == 200 }) else {
             process.signal(SIGKILL)
             _ = await process.waitForExit()
-            throw HarnessError(description: "dispatcher \(channel) did not start; log:\n\(process.log)")
+            throw HarnessError(description: "\(executable) did not start; log:\n\(process.log)")
         }
         return process
     }

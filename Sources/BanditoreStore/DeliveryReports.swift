@@ -1,0 +1,71 @@
+import BanditorePostgres
+
+/// Providers' reports on sent messages: a delivery moves forward (`sent` → `delivered` → `read`; `failed` only
+/// before `delivered`), never back. A report that finds no delivery yet is kept in `delivery_reports` and applied
+/// when the send is recorded.
+public enum DeliveryReports {
+    /// The order of states; a report applies only to a delivery of a lower rank.
+    public static func rank(_ status: String) -> Int? {
+        switch status {
+        case "sent": 1
+        case "delivered", "failed": 2
+        case "read": 3
+        default: nil
+        }
+    }
+
+    static let currentRank =
+        "(CASE d.state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 ELSE 9 END)"
+
+    /// Applies a report to its delivery, or keeps it for later when no delivery has that provider id yet.
+    public static func record(
+        channel: String, providerMessageID: String, status: String, error: String?, on connection: PostgresConnection
+    ) async throws {
+        guard let rank = rank(status) else { return }
+        let updated = try await connection.query(
+            """
+            UPDATE deliveries AS d SET state = \(status), last_error = coalesce(\(error), d.last_error), updated_at = now()
+            WHERE d.channel = \(channel) AND d.provider_message_id = \(providerMessageID)
+              AND \(unescaped: currentRank) < \(rank)
+            """
+        )
+        guard updated.affectedRows == 0 else { return }
+        let exists = try await connection.query(
+            "SELECT 1 FROM deliveries WHERE channel = \(channel) AND provider_message_id = \(providerMessageID)"
+        )
+        guard exists.rows.isEmpty else { return }  // already further on
+        try await connection.query(
+            """
+            INSERT INTO delivery_reports (channel, provider_message_id, status, rank, last_error)
+            VALUES (\(channel), \(providerMessageID), \(status), \(rank), \(error))
+            ON CONFLICT (channel, provider_message_id) DO UPDATE
+               SET status = EXCLUDED.status, rank = EXCLUDED.rank, last_error = coalesce(EXCLUDED.last_error, delivery_reports.last_error)
+             WHERE delivery_reports.rank < EXCLUDED.rank
+            """
+        )
+    }
+
+    /// Applies kept reports to the deliveries just recorded as sent (`ids`), or to every delivery when nil
+    /// (recent reports only); returns how many deliveries moved.
+    @discardableResult
+    public static func applyKept(to ids: [Int64]?, on connection: PostgresConnection) async throws -> Int {
+        let update = """
+            UPDATE deliveries AS d SET state = r.status, last_error = coalesce(r.last_error, d.last_error), updated_at = now()
+            FROM delivery_reports AS r
+            WHERE r.channel = d.channel AND r.provider_message_id = d.provider_message_id
+              AND \(currentRank) < r.rank AND d.state <> 'queued'
+            """
+        let query: PostgresQuery =
+            if let ids {
+                "\(unescaped: update) AND d.id = ANY(\(ids)::bigint[])"
+            } else {
+                "\(unescaped: update) AND r.received_at > now() - interval '1 hour'"
+            }
+        return try await connection.query(query).affectedRows
+    }
+
+    /// Forgets reports older than two days.
+    public static func prune(on connection: PostgresConnection) async throws {
+        try await connection.query("DELETE FROM delivery_reports WHERE received_at < now() - interval '2 days'")
+    }
+}
