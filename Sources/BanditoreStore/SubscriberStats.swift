@@ -5,6 +5,11 @@ public struct SubscriberStats: Sendable, Codable, Hashable {
     public struct Counts: Sendable, Codable, Hashable {
         public var active: Int
         public var inactive: Int
+
+        public init(active: Int, inactive: Int) {
+            self.active = active
+            self.inactive = inactive
+        }
     }
 
     public var total: Int

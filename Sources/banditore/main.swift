@@ -5,6 +5,7 @@ import BanditoreDispatch
 import BanditorePostgres
 import BanditoreRuntime
 import BanditoreStore
+import Foundation
 import Logging
 
 /// The operators' and admins' command line.
@@ -12,8 +13,8 @@ import Logging
 struct Banditore: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "banditore",
-        abstract: "Operate Banditore: database migrations, the broker's topology, dead letters.",
-        subcommands: [Migrate.self, Topology.self, DeadLetterCommands.self]
+        abstract: "Operate Banditore: database migrations, the broker's topology, subscribers, dead letters.",
+        subcommands: [Migrate.self, Topology.self, Subscribers.self, DeadLetterCommands.self]
     )
 }
 
@@ -135,5 +136,54 @@ struct DeadLetterCommands: AsyncParsableCommand {
             }
             await database.close()
         }
+    }
+}
+
+struct Subscribers: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Count subscribers: active and inactive per channel, active per language and per topic."
+    )
+
+    @OptionGroup var connection: ConnectionOptions
+
+    @Flag(help: "Print JSON (the shape of GET /v1/stats).")
+    var json = false
+
+    func run() async throws {
+        let logger = Logger(label: "banditore.subscribers")
+        let database = try PostgresClient(url: connection.resolvedDatabaseURL, logger: logger)
+        let stats: SubscriberStats
+        do {
+            stats = try await SubscriberStats.load(database)
+        } catch {
+            await database.close()
+            throw error
+        }
+        await database.close()
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+            print(String(decoding: try encoder.encode(stats), as: UTF8.self))
+            return
+        }
+        func row(_ name: String, _ values: String...) -> String {
+            name.padding(toLength: 20, withPad: " ", startingAt: 0) + values.map {
+                String(repeating: " ", count: max(0, 10 - $0.count)) + $0
+            }.joined()
+        }
+        print(row("channel", "active", "inactive"))
+        for channel in Channel.allCases {
+            let counts = stats.byChannel[channel.rawValue] ?? .init(active: 0, inactive: 0)
+            print(row(channel.rawValue, String(counts.active), String(counts.inactive)))
+        }
+        print(row("all", String(stats.active), String(stats.inactive)))
+        print("")
+        print(row("language", "active"))
+        for language in Language.allCases {
+            print(row(language.rawValue, String(stats.byLanguage[language.rawValue] ?? 0)))
+        }
+        print("")
+        print(row("topic", "followers"))
+        for (topic, count) in stats.byTopic.sorted(by: { $0.key < $1.key }) { print(row(topic, String(count))) }
     }
 }
