@@ -20,7 +20,7 @@ public final class Registry: Service, Sendable {
         public var lanes: Int
         public var prefetch: Int
 
-        public init(lanes: Int = 8, prefetch: Int = 64) {
+        public init(lanes: Int = 16, prefetch: Int = 128) {
             self.lanes = max(1, lanes)
             self.prefetch = max(self.lanes, prefetch)
         }
@@ -135,7 +135,19 @@ public final class Registry: Service, Sendable {
         do {
             let handler = self.handler
             let outcome = try await database.withTransaction { try await handler.apply(command, on: $0) }
-            try await relay.publish(outcome.outboxIDs)
+            if let reply = outcome.reply, let id = outcome.outboxIDs.first {
+                try await relay.publishCommitted(
+                    id: id,
+                    message: AMQPMessage(
+                        body: Array(try JSONEncoder().encode(reply)),
+                        properties: AMQPProperties(
+                            contentType: "application/json", correlationID: reply.correlationID, messageID: reply.id,
+                            timestamp: Date(), type: DeliveryJob.messageType
+                        )
+                    ),
+                    exchange: BanditoreTopology.deliveriesExchange, routingKey: reply.channel.rawValue
+                )
+            }
             commands.increment()
             if outcome.duplicate { duplicates.increment() }
             if outcome.reply != nil { replies.increment() }

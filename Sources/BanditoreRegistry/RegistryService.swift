@@ -6,8 +6,8 @@ import Configuration
 ///
 /// | key (environment variable) | type | default | |
 /// |---|---|---|---|
-/// | `registry.lanes` (`REGISTRY_LANES`) | int | 8 | |
-/// | `registry.prefetch` (`REGISTRY_PREFETCH`) | int | 64 | |
+/// | `registry.lanes` (`REGISTRY_LANES`) | int | 16 | |
+/// | `registry.prefetch` (`REGISTRY_PREFETCH`) | int | 128 | |
 /// | `outbox.sweepSeconds` (`OUTBOX_SWEEP_SECONDS`) | double | 2 | |
 public enum RegistryService {
     public static let defaultPort = 8081
@@ -31,8 +31,8 @@ public enum RegistryService {
         )
         let registry = Registry(
             configuration: .init(
-                lanes: reader.int(forKey: "registry.lanes", default: 8),
-                prefetch: reader.int(forKey: "registry.prefetch", default: 64)
+                lanes: reader.int(forKey: "registry.lanes", default: 16),
+                prefetch: reader.int(forKey: "registry.prefetch", default: 128)
             ),
             amqp: amqp, database: database, relay: relay, logger: context.logger
         )

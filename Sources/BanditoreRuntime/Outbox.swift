@@ -6,11 +6,11 @@ import ServiceLifecycle
 
 /// Messages that must be published because a transaction committed (the `outbox` table).
 ///
-/// A service writes its messages with ``add(_:exchange:routingKey:messageID:type:body:priority:on:)`` inside the
-/// transaction of its effect; after the commit it calls ``OutboxRelay/publish(_:)`` with the ids, and a sweep
-/// publishes whatever a crash left behind. A row is locked while it is published (`FOR UPDATE SKIP LOCKED`), so the
-/// relay of one replica and the sweep of another never publish it both; it is marked published once the broker
-/// confirmed. A crash between the confirm and the mark publishes it again (at least once).
+/// A service writes its messages with ``add(exchange:routingKey:messageID:type:body:on:)`` inside the transaction
+/// of its effect; after the commit it publishes them with ``OutboxRelay/publishCommitted(id:message:exchange:routingKey:)``,
+/// and a sweep publishes whatever a crash or a broker outage left behind (rows older than a few seconds, locked
+/// with `FOR UPDATE SKIP LOCKED` so that the sweeps of two replicas never publish one row both). A row is marked
+/// published once the broker confirmed; a crash between the confirm and the mark publishes it again (at least once).
 public enum Outbox {
     /// Adds a message; returns its row id.
     @discardableResult
@@ -49,12 +49,11 @@ public final class OutboxRelay: Service, Sendable {
         self.sweepAge = sweepAge
     }
 
-    /// Publishes these rows (those another relay holds or already published are left alone) and marks them.
-    public func publish(_ ids: [Int64]) async throws {
-        guard !ids.isEmpty else { return }
-        try await publishRows(
-            "SELECT id, exchange, routing_key, message_id, message_type, body FROM outbox WHERE id = ANY(\(ids)) AND published_at IS NULL ORDER BY id FOR UPDATE SKIP LOCKED"
-        )
+    /// Publishes a message the caller has just committed to the outbox as row `id`, without reading it back, and
+    /// marks it. The sweep leaves rows younger than `sweepAge` alone, so the two do not race.
+    public func publishCommitted(id: Int64, message: AMQPMessage, exchange: String, routingKey: String) async throws {
+        try await amqp.publishConfirmed(message, exchange: exchange, routingKey: routingKey)
+        try await database.query("UPDATE outbox SET published_at = now() WHERE id = \(id)")
     }
 
     /// Publishes up to 500 rows left unpublished for longer than `sweepAge`; returns how many.
