@@ -262,7 +262,7 @@ let package = Package(
             name: "BanditoreRegistryTests",
             dependencies: [
                 "BanditoreRegistry", "BanditoreIngest", "BanditoreCore", "BanditoreChannels", "BanditoreStore",
-                "BanditorePostgres", "BanditoreTesting",
+                "BanditorePostgres", "BanditoreRuntime", "BanditoreTesting",
             ],
             swiftSettings: swiftSettings
         ),

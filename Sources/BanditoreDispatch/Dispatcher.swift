@@ -141,34 +141,22 @@ public final class Dispatcher: Service, Sendable {
     // MARK: Jobs
 
     private func handle(_ delivery: AMQPDelivery) async {
-        let job: DeliveryJob
-        do {
-            job = try JSONDecoder().decode(DeliveryJob.self, from: Data(delivery.body))
-            guard job.channel == configuration.channel else {
+        let settlement = Settlement(what: "job", logger: logger, poison: metrics.poison)
+        let channel = configuration.channel
+        let decoded = settlement.decode(DeliveryJob.self, from: delivery) { job in
+            guard job.channel == channel else {
                 throw DispatchError(.configuration, detail: "job for \(job.channel.rawValue)")
             }
-        } catch {
-            metrics.poison.increment()
-            logger.error(
-                "undecodable job sent to the dead-letter queue",
-                metadata: ["error": "\(error)", "amqp.messageId": "\(delivery.properties.messageID ?? "")"]
-            )
-            delivery.reject(requeue: false)
-            return
         }
+        guard let job = decoded else { return }
         var logger = self.logger
         logger[metadataKey: "job.id"] = "\(job.id)"
         if let correlation = job.correlationID { logger[metadataKey: "correlation.id"] = "\(correlation)" }
         if let bulletin = job.bulletinID { logger[metadataKey: "bulletin.id"] = "\(bulletin)" }
-        do {
+        // On a failure of the database or the broker the job goes back after a pause (sent recipients are skipped).
+        await settlement.acknowledge(delivery, logger: logger) {
             try await process(job, logger: logger)
             metrics.jobs.increment()
-            delivery.ack()
-        } catch {
-            // The database or the broker failed: put the job back after a pause (sent recipients will be skipped).
-            logger.warning("job requeued after an error", metadata: ["error": "\(String(reflecting: error))"])
-            try? await Task.sleep(for: .seconds(1))
-            delivery.nack(requeue: true)
         }
     }
 
@@ -401,13 +389,7 @@ public final class Dispatcher: Service, Sendable {
     static func message(_ value: some Encodable, type: String, priority: UInt8?) -> AMQPMessage {
         let body = (try? JSONEncoder().encode(value)).map(Array.init) ?? []
         let id = (value as? DeliveryJob)?.id ?? UUID().uuidString.lowercased()
-        return AMQPMessage(
-            body: body,
-            properties: AMQPProperties(
-                contentType: "application/json", persistent: true, priority: priority, messageID: id,
-                timestamp: Date(), type: type
-            )
-        )
+        return .json(body, type: type, messageID: id, priority: priority)
     }
 }
 

@@ -196,14 +196,11 @@ public struct Webhooks: Sendable {
     }
 
     static func message(_ command: CitizenCommand) throws -> AMQPMessage {
-        AMQPMessage(
-            body: Array(try JSONEncoder().encode(command)),
-            properties: AMQPProperties(
-                contentType: "application/json",
-                headers: ["citizen": .string(CitizenKey.of(channel: command.channel, address: command.address))],
-                correlationID: command.correlationID, messageID: command.id, timestamp: command.receivedAt,
-                type: CitizenCommand.messageType
-            )
+        try .json(
+            encoding: command, type: CitizenCommand.messageType, messageID: command.id,
+            correlationID: command.correlationID,
+            headers: ["citizen": .string(CitizenKey.of(channel: command.channel, address: command.address))],
+            timestamp: command.receivedAt
         )
     }
 

@@ -17,10 +17,13 @@ import Synchronization
 /// preferences; leaving marks the row inactive with when and why, and keeps nothing else.
 public struct CommandHandler: Sendable {
     /// What a command did.
-    public struct Outcome: Sendable, Hashable {
+    public struct Outcome: Sendable {
         public var duplicate = false
-        public var reply: DeliveryJob?
-        public var outboxIDs: [Int64] = []
+        /// The reply, in the outbox: publish it once the transaction has committed.
+        public var reply: OutboxMessage?
+        /// A provider's report kept because its send was not recorded yet: apply it once the transaction has
+        /// committed (``DeliveryReports/applyKept(channel:providerMessageID:on:)``).
+        public var keptReport: (channel: String, providerMessageID: String)?
     }
 
     private let topics: TopicCatalogue
@@ -36,7 +39,7 @@ public struct CommandHandler: Sendable {
         case .ignored:
             return outcome
         case .deliveryStatus:
-            try await applyReport(command, on: connection)
+            outcome.keptReport = try await applyReport(command, on: connection)
             return outcome
         default:
             break
@@ -151,23 +154,22 @@ public struct CommandHandler: Sendable {
             recipients: [Recipient(subscriberID: subscriber?.id, address: command.address, language: language)],
             correlationID: command.correlationID
         )
-        outcome.reply = job
-        outcome.outboxIDs.append(
-            try await Outbox.add(
-                exchange: BanditoreTopology.deliveriesExchange, routingKey: command.channel.rawValue,
-                messageID: job.id, type: DeliveryJob.messageType, body: Array(try JSONEncoder().encode(job)),
-                on: connection
-            )
+        outcome.reply = try await Outbox.add(
+            encoding: job, type: DeliveryJob.messageType, messageID: job.id,
+            exchange: BanditoreTopology.deliveriesExchange, routingKey: command.channel.rawValue, on: connection
         )
         return outcome
     }
 
     /// A provider's report on a sent message moves its delivery forward (`sent` → `delivered` → `read`; `failed`
-    /// only before `delivered`), never back; an address refused for good is deactivated.
-    private func applyReport(_ command: CitizenCommand, on connection: PostgresConnection) async throws {
-        guard let report = command.report else { return }
+    /// only before `delivered`), never back; an address refused for good is deactivated. Returns the report when
+    /// it was kept for a send not recorded yet.
+    private func applyReport(
+        _ command: CitizenCommand, on connection: PostgresConnection
+    ) async throws -> (channel: String, providerMessageID: String)? {
+        guard let report = command.report else { return nil }
         let error = report.errorCode.map { "\($0) \(report.errorTitle ?? "")".trimmingCharacters(in: .whitespaces) }
-        try await DeliveryReports.record(
+        let kept = try await DeliveryReports.record(
             channel: command.channel.rawValue, providerMessageID: report.providerMessageID, status: report.status,
             error: error, on: connection
         )
@@ -176,6 +178,7 @@ public struct CommandHandler: Sendable {
                 channel: command.channel, address: command.address, reason: .unreachable, on: connection
             )
         }
+        return kept ? (command.channel.rawValue, report.providerMessageID) : nil
     }
 
     /// WhatsApp codes that mean the number cannot be reached (not on WhatsApp, blocked us).

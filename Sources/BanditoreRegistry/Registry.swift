@@ -115,39 +115,18 @@ public final class Registry: Service, Sendable {
         return Int(CitizenKey.hash(key) % UInt64(count))
     }
 
+    private var settlement: Settlement {
+        Settlement(what: "command", logger: logger, poison: poison, failures: failures)
+    }
+
     func handleCommand(_ delivery: AMQPDelivery) async {
-        let command: CitizenCommand
-        do {
-            command = try JSONDecoder().decode(CitizenCommand.self, from: Data(delivery.body))
-        } catch {
-            poison.increment()
-            logger.error(
-                "undecodable command sent to the dead-letter queue",
-                metadata: ["error": "\(error)", "amqp.messageId": "\(delivery.properties.messageID ?? "")"]
-            )
-            delivery.reject(requeue: false)
-            return
-        }
+        guard let command = settlement.decode(CitizenCommand.self, from: delivery) else { return }
         var logger = self.logger
         logger[metadataKey: "correlation.id"] = "\(command.correlationID)"
         logger[metadataKey: "channel"] = "\(command.channel.rawValue)"
         logger[metadataKey: "address"] = "\(Mask.address(command.address))"
-        do {
-            let handler = self.handler
-            let outcome = try await database.withTransaction { try await handler.apply(command, on: $0) }
-            if let reply = outcome.reply, let id = outcome.outboxIDs.first {
-                try await relay.publishCommitted(
-                    id: id,
-                    message: AMQPMessage(
-                        body: Array(try JSONEncoder().encode(reply)),
-                        properties: AMQPProperties(
-                            contentType: "application/json", correlationID: reply.correlationID, messageID: reply.id,
-                            timestamp: Date(), type: DeliveryJob.messageType
-                        )
-                    ),
-                    exchange: BanditoreTopology.deliveriesExchange, routingKey: reply.channel.rawValue
-                )
-            }
+        await settlement.acknowledge(delivery, logger: logger) {
+            let outcome = try await apply(command)
             commands.increment()
             if outcome.duplicate { duplicates.increment() }
             if outcome.reply != nil { replies.increment() }
@@ -155,15 +134,23 @@ public final class Registry: Service, Sendable {
                 "command applied",
                 metadata: ["command": "\(command.kind.rawValue)", "duplicate": "\(outcome.duplicate)"]
             )
-            delivery.ack()
-        } catch {
-            failures.increment()
-            logger.warning(
-                "command put back after an error", metadata: ["error": "\(String(reflecting: error))"]
-            )
-            try? await Task.sleep(for: .seconds(1))
-            delivery.nack(requeue: true)
         }
+    }
+
+    /// Applies `command` in its transaction, then does what must follow the commit: a report kept for a send not
+    /// recorded yet is tried once more (the dispatcher may have recorded it meanwhile), and the reply is published.
+    func apply(_ command: CitizenCommand) async throws -> CommandHandler.Outcome {
+        let handler = self.handler
+        let outcome = try await database.withTransaction { try await handler.apply(command, on: $0) }
+        if let kept = outcome.keptReport {
+            try await database.withConnection {
+                try await DeliveryReports.applyKept(
+                    channel: kept.channel, providerMessageID: kept.providerMessageID, on: $0
+                )
+            }
+        }
+        if let reply = outcome.reply { try await relay.publishCommitted(reply) }
+        return outcome
     }
 
     func handleEvent(_ delivery: AMQPDelivery) async {
@@ -171,16 +158,9 @@ public final class Registry: Service, Sendable {
             delivery.ack()  // delivery.* events are for other consumers
             return
         }
-        let event: RecipientUnreachable
-        do {
-            event = try JSONDecoder().decode(RecipientUnreachable.self, from: Data(delivery.body))
-        } catch {
-            poison.increment()
-            logger.error("undecodable event sent to the dead-letter queue", metadata: ["error": "\(error)"])
-            delivery.reject(requeue: false)
-            return
-        }
-        do {
+        let settlement = Settlement(what: "event", logger: logger, poison: poison, failures: failures)
+        guard let event = settlement.decode(RecipientUnreachable.self, from: delivery) else { return }
+        await settlement.acknowledge(delivery) {
             let changed = try await database.withConnection {
                 try await Subscriber.deactivate(
                     channel: event.channel, address: event.address, reason: .unreachable, on: $0
@@ -196,12 +176,6 @@ public final class Registry: Service, Sendable {
                     ]
                 )
             }
-            delivery.ack()
-        } catch {
-            failures.increment()
-            logger.warning("event put back after an error", metadata: ["error": "\(String(reflecting: error))"])
-            try? await Task.sleep(for: .seconds(1))
-            delivery.nack(requeue: true)
         }
     }
 }

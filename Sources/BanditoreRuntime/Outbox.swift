@@ -6,18 +6,18 @@ import ServiceLifecycle
 
 /// Messages that must be published because a transaction committed (the `outbox` table).
 ///
-/// A service writes its messages with ``add(exchange:routingKey:messageID:type:body:on:)`` inside the transaction
-/// of its effect; after the commit it publishes them with ``OutboxRelay/publishCommitted(id:message:exchange:routingKey:)``,
-/// and a sweep publishes whatever a crash or a broker outage left behind (rows older than a few seconds, locked
-/// with `FOR UPDATE SKIP LOCKED` so that the sweeps of two replicas never publish one row both). A row is marked
+/// A service writes its messages with ``add(encoding:type:messageID:exchange:routingKey:on:)`` inside the
+/// transaction of its effect; after the commit it publishes them with ``OutboxRelay/publishCommitted(_:)``, and a
+/// sweep publishes whatever a crash or a broker outage left behind (rows older than a few seconds, locked with
+/// `FOR UPDATE SKIP LOCKED` so that the sweeps of two replicas never publish one row both). A row is marked
 /// published once the broker confirmed; a crash between the confirm and the mark publishes it again (at least once).
 public enum Outbox {
-    /// Adds a message; returns its row id.
-    @discardableResult
+    /// Adds `value` as a message; returns it ready to publish once the transaction has committed.
     public static func add(
-        exchange: String, routingKey: String, messageID: String, type: String, body: [UInt8],
+        encoding value: some Encodable, type: String, messageID: String, exchange: String, routingKey: String,
         on connection: PostgresConnection
-    ) async throws -> Int64 {
+    ) async throws -> OutboxMessage {
+        let body = Array(try JSONEncoder().encode(value))
         let result = try await connection.query(
             """
             INSERT INTO outbox (exchange, routing_key, message_id, message_type, body)
@@ -26,8 +26,19 @@ public enum Outbox {
             RETURNING id
             """
         )
-        return try result.rows[0].decode(Int64.self, at: 0)
+        return OutboxMessage(
+            id: try result.rows[0].decode(Int64.self, at: 0), exchange: exchange, routingKey: routingKey,
+            message: .json(body, type: type, messageID: messageID)
+        )
     }
+}
+
+/// An outbox row: the message and where it goes.
+public struct OutboxMessage: Sendable {
+    public let id: Int64
+    public let exchange: String
+    public let routingKey: String
+    public let message: AMQPMessage
 }
 
 /// Publishes outbox rows: at once after a commit, and in a sweep of rows older than `sweepAge`.
@@ -49,11 +60,11 @@ public final class OutboxRelay: Service, Sendable {
         self.sweepAge = sweepAge
     }
 
-    /// Publishes a message the caller has just committed to the outbox as row `id`, without reading it back, and
-    /// marks it. The sweep leaves rows younger than `sweepAge` alone, so the two do not race.
-    public func publishCommitted(id: Int64, message: AMQPMessage, exchange: String, routingKey: String) async throws {
-        try await amqp.publishConfirmed(message, exchange: exchange, routingKey: routingKey)
-        try await database.query("UPDATE outbox SET published_at = now() WHERE id = \(id)")
+    /// Publishes a message the caller has just committed to the outbox, without reading it back, and marks it.
+    /// The sweep leaves rows younger than `sweepAge` alone, so the two do not race.
+    public func publishCommitted(_ row: OutboxMessage) async throws {
+        try await amqp.publishConfirmed(row.message, exchange: row.exchange, routingKey: row.routingKey)
+        try await database.query("UPDATE outbox SET published_at = now() WHERE id = \(row.id)")
     }
 
     /// Publishes up to 500 rows left unpublished for longer than `sweepAge`; returns how many.
@@ -79,13 +90,8 @@ public final class OutboxRelay: Service, Sendable {
                     let amqp = self.amqp
                     group.addTask {
                         try await amqp.publishConfirmed(
-                            AMQPMessage(
-                                body: body.bytes,
-                                properties: AMQPProperties(
-                                    contentType: "application/json", messageID: messageID, timestamp: Date(), type: type
-                                )
-                            ),
-                            exchange: exchange, routingKey: routingKey
+                            .json(body.bytes, type: type, messageID: messageID), exchange: exchange,
+                            routingKey: routingKey
                         )
                         return id
                     }

@@ -17,11 +17,17 @@ public enum DeliveryReports {
     static let currentRank =
         "(CASE d.state WHEN 'queued' THEN 0 WHEN 'sent' THEN 1 WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 ELSE 9 END)"
 
-    /// Applies a report to its delivery, or keeps it for later when no delivery has that provider id yet.
+    /// Applies a report to its delivery, or keeps it for later when no delivery has that provider id yet; returns
+    /// true when it was kept.
+    ///
+    /// A report kept while a dispatcher is committing the send can miss that dispatcher's ``applyKept(to:on:)``
+    /// (neither transaction sees the other's row): the caller runs ``applyKept(channel:providerMessageID:on:)``
+    /// once its own transaction has committed, which then sees the send or is seen by the dispatcher.
+    @discardableResult
     public static func record(
         channel: String, providerMessageID: String, status: String, error: String?, on connection: PostgresConnection
-    ) async throws {
-        guard let rank = rank(status) else { return }
+    ) async throws -> Bool {
+        guard let rank = rank(status) else { return false }
         let updated = try await connection.query(
             """
             UPDATE deliveries AS d SET state = \(status), last_error = coalesce(\(error), d.last_error), updated_at = now()
@@ -29,11 +35,11 @@ public enum DeliveryReports {
               AND \(unescaped: currentRank) < \(rank)
             """
         )
-        guard updated.affectedRows == 0 else { return }
+        guard updated.affectedRows == 0 else { return false }
         let exists = try await connection.query(
             "SELECT 1 FROM deliveries WHERE channel = \(channel) AND provider_message_id = \(providerMessageID)"
         )
-        guard exists.rows.isEmpty else { return }  // already further on
+        guard exists.rows.isEmpty else { return false }  // already further on
         try await connection.query(
             """
             INSERT INTO delivery_reports (channel, provider_message_id, status, rank, last_error)
@@ -43,26 +49,40 @@ public enum DeliveryReports {
              WHERE delivery_reports.rank < EXCLUDED.rank
             """
         )
+        return true
+    }
+
+    /// Applies the kept report for one provider message, if its send is recorded by now.
+    @discardableResult
+    public static func applyKept(
+        channel: String, providerMessageID: String, on connection: PostgresConnection
+    ) async throws -> Int {
+        try await connection.query(
+            """
+            \(unescaped: applyKeptUpdate) AND d.channel = \(channel) AND d.provider_message_id = \(providerMessageID)
+            """
+        ).affectedRows
     }
 
     /// Applies kept reports to the deliveries just recorded as sent (`ids`), or to every delivery when nil
     /// (recent reports only); returns how many deliveries moved.
     @discardableResult
     public static func applyKept(to ids: [Int64]?, on connection: PostgresConnection) async throws -> Int {
-        let update = """
+        let query: PostgresQuery =
+            if let ids {
+                "\(unescaped: applyKeptUpdate) AND d.id = ANY(\(ids)::bigint[])"
+            } else {
+                "\(unescaped: applyKeptUpdate) AND r.received_at > now() - interval '1 hour'"
+            }
+        return try await connection.query(query).affectedRows
+    }
+
+    static let applyKeptUpdate = """
             UPDATE deliveries AS d SET state = r.status, last_error = coalesce(r.last_error, d.last_error), updated_at = now()
             FROM delivery_reports AS r
             WHERE r.channel = d.channel AND r.provider_message_id = d.provider_message_id
               AND \(currentRank) < r.rank AND d.state <> 'queued'
             """
-        let query: PostgresQuery =
-            if let ids {
-                "\(unescaped: update) AND d.id = ANY(\(ids)::bigint[])"
-            } else {
-                "\(unescaped: update) AND r.received_at > now() - interval '1 hour'"
-            }
-        return try await connection.query(query).affectedRows
-    }
 
     /// Forgets reports older than two days.
     public static func prune(on connection: PostgresConnection) async throws {

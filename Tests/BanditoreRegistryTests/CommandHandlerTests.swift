@@ -1,5 +1,6 @@
 import BanditoreCore
 import BanditorePostgres
+import BanditoreRuntime
 import BanditoreStore
 import BanditoreTesting
 import Foundation
@@ -21,8 +22,19 @@ struct CommandHandlerTests {
         return client
     }
 
-    func run(_ command: CitizenCommand, _ database: PostgresClient) async throws -> CommandHandler.Outcome {
-        try await database.withTransaction { try await handler.apply(command, on: $0) }
+    /// What a command did, with its reply decoded from the outbox message.
+    struct Applied {
+        var duplicate: Bool
+        var outbox: OutboxMessage?
+        var reply: DeliveryJob?
+    }
+
+    func run(_ command: CitizenCommand, _ database: PostgresClient) async throws -> Applied {
+        let outcome = try await database.withTransaction { try await handler.apply(command, on: $0) }
+        return Applied(
+            duplicate: outcome.duplicate, outbox: outcome.reply,
+            reply: try outcome.reply.map { try JSONDecoder().decode(DeliveryJob.self, from: Data($0.message.body)) }
+        )
     }
 
     struct Row: Equatable {
@@ -66,9 +78,11 @@ struct CommandHandlerTests {
         let reply = try #require(outcome.reply)
         #expect(reply.recipients.map(\.address) == [address])
         #expect(reply.message(for: .italian)?.text?.hasPrefix("Iscrizione attivata.") == true)
-        #expect(outcome.outboxIDs.count == 1)
+        let outbox = try #require(outcome.outbox)
+        #expect(outbox.message.properties.messageID == reply.id)
+        #expect(outbox.message.properties.type == DeliveryJob.messageType)
         let stored = try await db.query(
-            "SELECT message_id, routing_key, body FROM outbox WHERE id = \(outcome.outboxIDs[0])"
+            "SELECT message_id, routing_key, body FROM outbox WHERE id = \(outbox.id)"
         ).rows[0].decode(String.self, String.self, PostgresBytes.self)
         #expect(stored.0 == reply.id)
         #expect(stored.1 == "whatsapp")
@@ -196,6 +210,35 @@ struct CommandHandlerTests {
         #expect(
             try await db.query("SELECT state FROM deliveries WHERE id = \(early.deliveryID!)").rows[0]
                 .decode(String.self, at: 0) == "delivered"
+        )
+
+        // The dispatcher records the send while the report's transaction is still open: its applyKept cannot see
+        // the report, so the outcome names the kept report and applying it after the commit moves the delivery.
+        let raced = try await DeliveryFixtures.seed(db, channel: .whatsapp, addresses: ["393470000014"])[0]
+        let outcome = try await db.withTransaction { connection in
+            let outcome = try await handler.apply(
+                CitizenCommand(
+                    channel: .whatsapp, address: "393470000014", kind: .deliveryStatus,
+                    report: .init(providerMessageID: "wamid.RACE", status: "failed", errorCode: 131049)
+                ),
+                on: connection
+            )
+            try await db.query(
+                "UPDATE deliveries SET state = 'sent', provider_message_id = 'wamid.RACE' WHERE id = \(raced.deliveryID!)"
+            )
+            let missed = try await db.withConnection { try await DeliveryReports.applyKept(to: [raced.deliveryID!], on: $0) }
+            #expect(missed == 0)
+            return outcome
+        }
+        let kept = try #require(outcome.keptReport)
+        #expect(kept.channel == "whatsapp" && kept.providerMessageID == "wamid.RACE")
+        let applied = try await db.withConnection {
+            try await DeliveryReports.applyKept(channel: kept.channel, providerMessageID: kept.providerMessageID, on: $0)
+        }
+        #expect(applied == 1)
+        #expect(
+            try await db.query("SELECT state, last_error FROM deliveries WHERE id = \(raced.deliveryID!)").rows[0]
+                .decode(String.self, String.self) == ("failed", "131049")
         )
         await db.close()
     }
