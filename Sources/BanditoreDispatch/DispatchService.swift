@@ -1,4 +1,3 @@
-import AsyncHTTPClient
 import BanditoreCore
 import BanditoreRuntime
 import Configuration
@@ -57,13 +56,10 @@ public enum DispatchService {
         let reader = context.reader
         let maxInFlight = reader.int(forKey: "dispatch.maxInFlight", default: 64)
         let timeout = reader.double(forKey: "dispatch.requestTimeoutSeconds", default: 10)
-        let client = ProviderHTTP.makeClient(maxConnections: maxInFlight)
-        func http(_ prefix: String) -> ProviderHTTP {
-            ProviderHTTP(
-                baseURL: reader.string(forKey: ConfigKey("\(prefix).apiUrl"), default: "http://127.0.0.1:9090"),
-                client: client, timeout: .milliseconds(Int(timeout * 1000))
-            )
-        }
+        let api = try ProviderHTTP(
+            baseURL: reader.string(forKey: ConfigKey("\(channel.rawValue).apiUrl"), default: "http://127.0.0.1:9090"),
+            maxConnections: maxInFlight, timeout: .milliseconds(Int(timeout * 1000))
+        )
         let sender: any ChannelSender
         switch channel {
         case .whatsapp:
@@ -73,15 +69,14 @@ public enum DispatchService {
                     phoneNumberID: reader.string(forKey: "whatsapp.phoneNumberId", default: "1065403"),
                     accessToken: reader.string(forKey: "whatsapp.accessToken", isSecret: true, default: "sim-whatsapp-token")
                 ),
-                http: http("whatsapp")
+                http: api
             )
         case .telegram:
             sender = TelegramSender(
                 botToken: reader.string(forKey: "telegram.botToken", isSecret: true, default: "7770001:sim-telegram-token"),
-                http: http("telegram")
+                http: api
             )
         case .wechat:
-            let api = http("wechat")
             sender = WeChatSender(
                 tokens: .wechat(
                     appID: reader.string(forKey: "wechat.appId", default: "wxsim0000000001"),
@@ -112,16 +107,16 @@ public enum DispatchService {
             ),
             sender: sender, amqp: amqp, database: database, rateLimiter: limiter, logger: context.logger
         )
-        return ServiceParts(services: [HTTPClientService(client: client), dispatcher])
+        return ServiceParts(services: [HTTPPoolService(http: api), dispatcher])
     }
 }
 
-/// Shuts the HTTP client down once the services after it (the dispatcher) have stopped.
-struct HTTPClientService: Service {
-    let client: HTTPClient
+/// Closes the provider's connections once the services after it (the dispatcher) have stopped.
+struct HTTPPoolService: Service {
+    let http: ProviderHTTP
 
     func run() async throws {
         try? await gracefulShutdown()
-        try await client.shutdown()
+        http.shutdown()
     }
 }

@@ -1,45 +1,45 @@
-import AsyncHTTPClient
 import BanditoreChannels
 import Foundation
 import NIOCore
 import NIOHTTP1
 
-/// Performs `ProviderRequest`s against a provider's base URL with AsyncHTTPClient (non-blocking, on NIO's event
-/// loops), keeping connections alive.
+/// Performs `ProviderRequest`s against a provider's base URL (`http://` or `https://`, with an optional path
+/// prefix) over a pool of keep-alive connections (``HTTP1Pool``), on SwiftNIO's event loops.
 public struct ProviderHTTP: Sendable {
     public let baseURL: String
     public let timeout: Duration
-    private let client: HTTPClient
-    /// Answers larger than this are cut (a provider's answer to a send is a few hundred bytes).
-    private static let maxResponseBytes = 1 << 20
+    private let pool: HTTP1Pool
+    private let prefix: String
 
-    public init(baseURL: String, client: HTTPClient, timeout: Duration = .seconds(10)) {
-        self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
-        self.client = client
+    /// `maxConnections` bounds the connections open to the provider (one exchange at a time on each).
+    public init(baseURL: String, maxConnections: Int, timeout: Duration = .seconds(10)) throws {
+        let trimmed = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
+        guard let url = URL(string: trimmed), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
+            let host = url.host, !host.isEmpty
+        else {
+            throw DispatchError(.configuration, detail: "provider URL \(baseURL) is not an http(s) URL")
+        }
+        let tls = scheme == "https"
+        self.baseURL = trimmed
         self.timeout = timeout
+        self.prefix = url.path
+        self.pool = try HTTP1Pool(
+            origin: .init(tls: tls, host: host, port: url.port ?? (tls ? 443 : 80)), maxConnections: maxConnections
+        )
     }
 
     /// The status and body, or an error when the provider could not be reached or did not answer in time.
     public func perform(_ request: ProviderRequest) async throws -> (status: Int, body: [UInt8]) {
-        var http = HTTPClientRequest(url: baseURL + request.path)
-        http.method = request.method == .post ? .POST : .GET
-        for (name, value) in request.headers { http.headers.add(name: name, value: value) }
-        if let body = request.body {
-            http.body = .bytes(ByteBuffer(bytes: body))
-        }
-        let response = try await client.execute(http, timeout: TimeAmount(timeout))
-        var buffer = try await response.body.collect(upTo: Self.maxResponseBytes)
-        return (Int(response.status.code), buffer.readBytes(length: buffer.readableBytes) ?? [])
+        let response = try await pool.execute(
+            method: request.method == .post ? .POST : .GET, path: prefix + request.path, headers: request.headers,
+            body: request.body, timeout: TimeAmount(timeout)
+        )
+        return (response.status, response.body)
     }
 
-    /// A shared client tuned for many concurrent sends to one host.
-    public static func makeClient(maxConnections: Int) -> HTTPClient {
-        var configuration = HTTPClient.Configuration()
-        configuration.connectionPool = .init(
-            idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(8, maxConnections)
-        )
-        configuration.timeout = .init(connect: .seconds(5), read: .seconds(30))
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    /// Closes the idle connections; sends under way finish.
+    public func shutdown() {
+        pool.shutdown()
     }
 }
 

@@ -25,25 +25,21 @@ public struct WhatsAppSender: ChannelSender {
     }
 
     public func send(_ message: RenderedMessage, to address: String) async -> SendOutcome {
-        let request: ProviderRequest
-        do {
+        await perform(http) {
             switch message.kind {
             case .text:
-                request = try WhatsApp.textMessage(
+                try WhatsApp.textMessage(
                     apiVersion: configuration.apiVersion, phoneNumberID: configuration.phoneNumberID,
                     token: configuration.accessToken, to: address, body: message.text ?? ""
                 )
             case .template:
-                request = try WhatsApp.templateMessage(
+                try WhatsApp.templateMessage(
                     apiVersion: configuration.apiVersion, phoneNumberID: configuration.phoneNumberID,
                     token: configuration.accessToken, to: address, template: message.template ?? "",
                     language: message.templateLanguage ?? "it", parameters: message.parameters ?? []
                 )
             }
-        } catch {
-            return .failed(.permanent(code: "invalid-message", reason: "\(error)"))
-        }
-        return await perform(request, http: http) { status, body in
+        } decode: { status, body in
             WhatsApp.decodeSendResponse(status: status, body: body).map { Optional($0) }
         }
     }
@@ -62,13 +58,9 @@ public struct TelegramSender: ChannelSender {
 
     public func send(_ message: RenderedMessage, to address: String) async -> SendOutcome {
         let chat: Telegram.ChatID = Int64(address).map { .id($0) } ?? .username(address)
-        let request: ProviderRequest
-        do {
-            request = try Telegram.sendMessage(token: botToken, chat: chat, text: message.text ?? "")
-        } catch {
-            return .failed(.permanent(code: "invalid-message", reason: "\(error)"))
-        }
-        return await perform(request, http: http) { status, body in
+        return await perform(http) {
+            try Telegram.sendMessage(token: botToken, chat: chat, text: message.text ?? "")
+        } decode: { status, body in
             Telegram.decodeSendResponse(status: status, body: body).map { Optional(String($0)) }
         }
     }
@@ -105,21 +97,17 @@ public struct WeChatSender: ChannelSender {
     }
 
     private func send(_ message: RenderedMessage, to address: String, token: String) async -> SendOutcome {
-        let request: ProviderRequest
-        do {
+        await perform(http) {
             switch message.kind {
             case .text:
-                request = try WeChat.customText(accessToken: token, openID: address, content: message.text ?? "")
+                try WeChat.customText(accessToken: token, openID: address, content: message.text ?? "")
             case .template:
-                request = try WeChat.template(
+                try WeChat.template(
                     accessToken: token, openID: address, templateID: message.template ?? "",
                     data: message.fields ?? [:], url: message.url
                 )
             }
-        } catch {
-            return .failed(.permanent(code: "invalid-message", reason: "\(error)"))
-        }
-        return await perform(request, http: http) { status, body in
+        } decode: { status, body in
             WeChat.decodeSendResponse(status: status, body: body).map { $0.map(String.init) }
         }
     }
@@ -134,11 +122,18 @@ public struct WeChatSender: ChannelSender {
     }
 }
 
-/// Performs a request and decodes its answer; a provider that cannot be reached is a transient failure.
+/// Builds a request, performs it and decodes its answer. A message the channel's encoder refuses (too long, bad
+/// template) is a permanent failure of that message; a provider that cannot be reached is a transient failure.
 private func perform(
-    _ request: ProviderRequest, http: ProviderHTTP,
+    _ http: ProviderHTTP, request build: () throws -> ProviderRequest,
     decode: (Int, [UInt8]) -> Result<String?, ProviderFailure>
 ) async -> SendOutcome {
+    let request: ProviderRequest
+    do {
+        request = try build()
+    } catch {
+        return .failed(.permanent(code: "invalid-message", reason: "\(error)"))
+    }
     do {
         let (status, body) = try await http.perform(request)
         switch decode(status, body) {
@@ -146,6 +141,6 @@ private func perform(
         case .failure(let failure): return .failed(failure)
         }
     } catch {
-        return .failed(.transient(reason: "provider unreachable: \(type(of: error))"))
+        return .failed(.transient(reason: "provider unreachable: \(error)"))
     }
 }

@@ -125,7 +125,7 @@ final class StatusWriter: Sendable {
             // A provider's report may have come before the send was recorded here.
             let sent = order.filter { merged[$0]?.providerMessageID != nil }
             if !sent.isEmpty {
-                try await database.withConnection { try await DeliveryReports.applyKept(to: sent, on: $0) }
+                _ = try await database.withConnection { try await DeliveryReports.applyKept(to: sent, on: $0) }
             }
         } catch {
             logger.warning(

@@ -1,0 +1,333 @@
+import DequeModule
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import NIOSSL
+import Synchronization
+
+/// Keep-alive HTTP/1.1 connections to one origin (`http` or `https`), at most `maxConnections` open, one exchange
+/// at a time on each (no pipelining: providers' front ends do not all honour it).
+///
+/// A dispatcher talks to one host per channel and spends most of its time waiting for it; this pool does only what
+/// that needs, on SwiftNIO's event loops: lease a connection (an idle one, a new one under the cap, or wait for
+/// one), write the request, collect the answer up to a size cap, give the connection back (or drop it when the
+/// server asked to close, failed or timed out). A request that finds its connection closed by the server before
+/// anything was written is tried once on a new connection; any other failure is the caller's to retry.
+final class HTTP1Pool: Sendable {
+    struct Origin: Sendable, Hashable {
+        var tls: Bool
+        var host: String
+        var port: Int
+    }
+
+    struct Response: Sendable {
+        var status: Int
+        var body: [UInt8]
+    }
+
+    private enum Lease {
+        case connection(any Channel)
+        case create
+    }
+
+    private struct State {
+        var idle: [any Channel] = []
+        var open = 0
+        var waiters: Deque<CheckedContinuation<Lease, any Error>> = []
+        var closed = false
+    }
+
+    let origin: Origin
+    private let maxConnections: Int
+    private let connectTimeout: TimeAmount
+    private let maxResponseBytes: Int
+    private let group: any EventLoopGroup
+    private let ssl: NIOSSLContext?
+    private let hostHeader: String
+    private let state = Mutex(State())
+
+    init(
+        origin: Origin, maxConnections: Int, connectTimeout: TimeAmount = .seconds(5),
+        maxResponseBytes: Int = 1 << 20, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) throws {
+        self.origin = origin
+        self.maxConnections = max(1, maxConnections)
+        self.connectTimeout = connectTimeout
+        self.maxResponseBytes = maxResponseBytes
+        self.group = group
+        self.ssl = origin.tls ? try NIOSSLContext(configuration: .makeClientConfiguration()) : nil
+        let defaultPort = origin.tls ? 443 : 80
+        self.hostHeader = origin.port == defaultPort ? origin.host : "\(origin.host):\(origin.port)"
+    }
+
+    /// Performs one exchange; throws ``HTTP1PoolError`` when the origin cannot be reached, closes the connection
+    /// mid-answer, answers more than the cap, or does not answer within `timeout`.
+    func execute(
+        method: HTTPMethod, path: String, headers: [String: String], body: [UInt8]?, timeout: TimeAmount
+    ) async throws -> Response {
+        var head = HTTPRequestHead(version: .http1_1, method: method, uri: path)
+        head.headers.reserveCapacity(headers.count + 3)
+        head.headers.add(name: "host", value: hostHeader)
+        for (name, value) in headers { head.headers.add(name: name, value: value) }
+        if let body { head.headers.add(name: "content-length", value: String(body.count)) }
+        let deadline = NIODeadline.now() + timeout
+        var attempt = 0
+        while true {
+            attempt += 1
+            let (channel, reused) = try await lease(deadline: deadline)
+            let promise = channel.eventLoop.makePromise(of: HTTP1Exchange.Answer.self)
+            let exchange = HTTP1Exchange(
+                head: head, body: body.map { channel.allocator.buffer(bytes: $0) }, deadline: deadline,
+                maxResponseBytes: maxResponseBytes, promise: promise
+            )
+            channel.writeAndFlush(exchange, promise: nil)
+            do {
+                let answer = try await promise.futureResult.get()
+                release(channel, reusable: answer.keepAlive)
+                return Response(status: answer.status, body: answer.body)
+            } catch let error as HTTP1PoolError {
+                release(channel, reusable: false)
+                // A kept-alive connection the server had closed meanwhile: nothing was sent; once more, afresh.
+                if case .closedBeforeWriting = error, reused, attempt == 1 { continue }
+                throw error
+            } catch {
+                release(channel, reusable: false)
+                throw error
+            }
+        }
+    }
+
+    /// Closes idle connections and refuses new exchanges; exchanges under way finish.
+    func shutdown() {
+        let (idle, waiters) = state.withLock { state in
+            state.closed = true
+            defer {
+                state.idle.removeAll()
+                state.waiters.removeAll()
+            }
+            return (state.idle, state.waiters)
+        }
+        for channel in idle { channel.close(promise: nil) }
+        for waiter in waiters { waiter.resume(throwing: HTTP1PoolError.shutDown) }
+    }
+
+    // MARK: Connections
+
+    private func lease(deadline: NIODeadline) async throws -> (any Channel, reused: Bool) {
+        while true {
+            let lease: Lease? = try state.withLock { state in
+                if state.closed { throw HTTP1PoolError.shutDown }
+                while let channel = state.idle.popLast() {
+                    if channel.isActive { return .connection(channel) }
+                    state.open -= 1
+                }
+                if state.open < maxConnections {
+                    state.open += 1
+                    return .create
+                }
+                return nil
+            }
+            switch lease {
+            case .connection(let channel):
+                return (channel, true)
+            case .create:
+                return (try await connect(), false)
+            case nil:
+                let granted = try await withCheckedThrowingContinuation { continuation in
+                    let closed = state.withLock { state in
+                        if state.closed { return true }
+                        state.waiters.append(continuation)
+                        return false
+                    }
+                    if closed { continuation.resume(throwing: HTTP1PoolError.shutDown) }
+                }
+                switch granted {
+                case .connection(let channel) where channel.isActive:
+                    return (channel, true)
+                case .connection(let channel):
+                    channel.close(promise: nil)
+                    return (try await connect(), false)  // its slot is ours
+                case .create:
+                    return (try await connect(), false)
+                }
+            }
+        }
+    }
+
+    /// Opens a connection in a slot already counted in `open`; gives the slot back if it cannot.
+    private func connect() async throws -> any Channel {
+        let ssl = self.ssl
+        let host = origin.host
+        do {
+            return try await ClientBootstrap(group: group)
+                .connectTimeout(connectTimeout)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        if let ssl {
+                            try channel.pipeline.syncOperations.addHandler(
+                                try NIOSSLClientHandler(context: ssl, serverHostname: host)
+                            )
+                        }
+                        try channel.pipeline.syncOperations.addHTTPClientHandlers()
+                        try channel.pipeline.syncOperations.addHandler(HTTP1ExchangeHandler())
+                    }
+                }
+                .connect(host: origin.host, port: origin.port)
+                .get()
+        } catch {
+            release(nil, reusable: false)
+            throw HTTP1PoolError.connect("\(error)")
+        }
+    }
+
+    /// Gives a connection back: to the first waiter, else to the idle list; a connection that cannot be reused is
+    /// closed and its slot handed to a waiter (who opens a new one) or freed.
+    private func release(_ channel: (any Channel)?, reusable: Bool) {
+        let keep = reusable && channel?.isActive == true
+        let (waiter, grant, close) = state.withLock { state -> (CheckedContinuation<Lease, any Error>?, Lease?, Bool) in
+            if let waiter = state.waiters.popFirst() {
+                if keep, let channel { return (waiter, .connection(channel), false) }
+                return (waiter, .create, true)
+            }
+            if keep, let channel, !state.closed {
+                state.idle.append(channel)
+                return (nil, nil, false)
+            }
+            state.open -= 1
+            return (nil, nil, true)
+        }
+        if close { channel?.close(promise: nil) }
+        if let waiter, let grant { waiter.resume(returning: grant) }
+    }
+}
+
+/// Why an exchange failed.
+enum HTTP1PoolError: Error, CustomStringConvertible, Equatable {
+    case connect(String)
+    /// The connection was closed before the request was written (a kept-alive connection the server dropped).
+    case closedBeforeWriting
+    /// The connection was closed after the request was written, before the whole answer came.
+    case closedMidExchange
+    case timedOut
+    case responseTooLarge(Int)
+    case shutDown
+    case io(String)
+
+    var description: String {
+        switch self {
+        case .connect(let reason): "cannot connect: \(reason)"
+        case .closedBeforeWriting: "connection closed before the request was written"
+        case .closedMidExchange: "connection closed before the whole answer came"
+        case .timedOut: "no answer in time"
+        case .responseTooLarge(let cap): "answer over \(cap) bytes"
+        case .shutDown: "the HTTP pool is shut down"
+        case .io(let reason): "I/O error: \(reason)"
+        }
+    }
+}
+
+/// One request written to a connection and the promise of its answer.
+struct HTTP1Exchange: Sendable {
+    struct Answer: Sendable {
+        var status: Int
+        var body: [UInt8]
+        var keepAlive: Bool
+    }
+
+    var head: HTTPRequestHead
+    var body: ByteBuffer?
+    var deadline: NIODeadline
+    var maxResponseBytes: Int
+    var promise: EventLoopPromise<Answer>
+}
+
+/// Writes an ``HTTP1Exchange``'s request and completes its promise with the answer, or with an error when the
+/// connection closes, fails or the deadline passes first (the connection is then closed: it cannot be reused).
+final class HTTP1ExchangeHandler: ChannelDuplexHandler {
+    typealias InboundIn = HTTPClientResponsePart
+    typealias OutboundIn = HTTP1Exchange
+    typealias OutboundOut = HTTPClientRequestPart
+
+    private var current: HTTP1Exchange?
+    private var written = false
+    private var timeout: Scheduled<Void>?
+    private var status = 0
+    private var keepAlive = true
+    private var body: ByteBuffer?
+    private var tooLarge = false
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let exchange = unwrapOutboundIn(data)
+        guard current == nil, context.channel.isActive else {
+            exchange.promise.fail(current == nil ? HTTP1PoolError.closedBeforeWriting : HTTP1PoolError.io("busy"))
+            return
+        }
+        current = exchange
+        written = false
+        status = 0
+        keepAlive = true
+        body = nil
+        tooLarge = false
+        let loop = context.eventLoop.assumeIsolated()
+        let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        timeout = loop.scheduleTask(deadline: exchange.deadline) { [self] in
+            self.finish(.failure(HTTP1PoolError.timedOut))
+            bound.value.close(promise: nil)
+        }
+        context.write(wrapOutboundOut(.head(exchange.head)), promise: nil)
+        if let body = exchange.body { context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil) }
+        let done = context.eventLoop.makePromise(of: Void.self)
+        done.futureResult.assumeIsolated().whenComplete { [self] result in
+            switch result {
+            case .success: self.written = true
+            case .failure(let error): self.finish(.failure(HTTP1PoolError.io("\(error)")))
+            }
+        }
+        context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let exchange = current else { return }
+        switch unwrapInboundIn(data) {
+        case .head(let head):
+            status = Int(head.status.code)
+            keepAlive = head.isKeepAlive
+        case .body(var part):
+            if tooLarge { return }
+            if (body?.readableBytes ?? 0) + part.readableBytes > exchange.maxResponseBytes {
+                tooLarge = true
+            } else if body == nil {
+                body = part
+            } else {
+                body!.writeBuffer(&part)
+            }
+        case .end:
+            if tooLarge {
+                finish(.failure(HTTP1PoolError.responseTooLarge(exchange.maxResponseBytes)))
+                context.close(promise: nil)
+            } else {
+                let bytes = body.map { Array($0.readableBytesView) } ?? []
+                finish(.success(HTTP1Exchange.Answer(status: status, body: bytes, keepAlive: keepAlive)))
+            }
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish(.failure(written ? HTTP1PoolError.closedMidExchange : HTTP1PoolError.closedBeforeWriting))
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        finish(.failure(HTTP1PoolError.io("\(error)")))
+        context.close(promise: nil)
+    }
+
+    private func finish(_ result: Result<HTTP1Exchange.Answer, any Error>) {
+        guard let exchange = current else { return }
+        current = nil
+        timeout?.cancel()
+        timeout = nil
+        exchange.promise.completeWith(result)
+    }
+}

@@ -1,0 +1,198 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+import Testing
+
+@testable import BanditoreDispatch
+
+/// A scripted HTTP/1.1 server on a free port: each request's path says what it does.
+/// `/echo/<x>` answers 200 with `x`; `/close/<x>` answers with `Connection: close`; `/drop` answers and then closes
+/// without saying so; `/hang` never answers; `/big` answers 64 KiB; `/reset` closes without answering.
+private final class ScriptedServer: Sendable {
+    final class Counters: Sendable {
+        let connections = Atomic<Int>(0)
+        let requests = Atomic<Int>(0)
+    }
+
+    let channel: any Channel
+    let counters = Counters()
+
+    var port: Int { channel.localAddress!.port! }
+    var connectionCount: Int { counters.connections.load(ordering: .relaxed) }
+    var requestCount: Int { counters.requests.load(ordering: .relaxed) }
+
+    init() async throws {
+        let counters = self.counters
+        channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(ScriptedHandler(counters: counters))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0)
+            .get()
+    }
+
+    func close() async {
+        try? await channel.close()
+    }
+}
+
+private final class ScriptedHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+    let counters: ScriptedServer.Counters
+
+    init(counters: ScriptedServer.Counters) {
+        self.counters = counters
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        counters.connections.add(1, ordering: .relaxed)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .head(let head) = unwrapInboundIn(data) else {
+            return
+        }
+        counters.requests.add(1, ordering: .relaxed)
+        let path = head.uri
+        if path == "/hang" { return }
+        if path == "/reset" {
+            context.close(promise: nil)
+            return
+        }
+        var body = context.channel.allocator.buffer(capacity: 64)
+        var close = false
+        if path == "/big" {
+            body.writeRepeatingByte(UInt8(ascii: "x"), count: 64 * 1024)
+        } else if path.hasPrefix("/close/") {
+            body.writeString(String(path.dropFirst("/close/".count)))
+            close = true
+        } else if path == "/drop" {
+            body.writeString("dropped")
+        } else {
+            body.writeString(String(path.dropFirst("/echo/".count)) + "|" + (head.headers["host"].first ?? ""))
+        }
+        var headers = HTTPHeaders([("content-length", String(body.readableBytes))])
+        if close { headers.add(name: "connection", value: "close") }
+        context.write(
+            wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: headers))), promise: nil
+        )
+        context.write(wrapOutboundOut(.body(.byteBuffer(body))), promise: nil)
+        let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        if close || path == "/drop" {
+            let channel = context.channel
+            done.whenComplete { _ in channel.close(promise: nil) }
+        }
+    }
+}
+
+@Suite("HTTP/1.1 pool of the dispatchers", .serialized)
+struct HTTP1PoolTests {
+    private func pool(_ server: ScriptedServer, connections: Int, maxBytes: Int = 1 << 20) throws -> HTTP1Pool {
+        try HTTP1Pool(
+            origin: .init(tls: false, host: "127.0.0.1", port: server.port), maxConnections: connections,
+            maxResponseBytes: maxBytes
+        )
+    }
+
+    private func get(_ pool: HTTP1Pool, _ path: String, timeout: TimeAmount = .seconds(5)) async throws -> String {
+        let response = try await pool.execute(method: .GET, path: path, headers: [:], body: nil, timeout: timeout)
+        #expect(response.status == 200)
+        return String(decoding: response.body, as: UTF8.self)
+    }
+
+    @Test("many concurrent requests share a few kept-alive connections; each gets its own answer")
+    func keepAlive() async throws {
+        let server = try await ScriptedServer()
+        let before = 0
+        let pool = try pool(server, connections: 4)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<400 {
+                group.addTask {
+                    let answer = try await get(pool, "/echo/\(index)")
+                    #expect(answer == "\(index)|127.0.0.1:\(server.port)")
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(server.connectionCount - before <= 4)
+        #expect(server.connectionCount - before >= 1)
+        #expect(server.requestCount == 400)
+        pool.shutdown()
+        await server.close()
+    }
+
+    @Test("a server that closes after answering, said or unsaid: the next requests open new connections")
+    func serverCloses() async throws {
+        let server = try await ScriptedServer()
+        let pool = try pool(server, connections: 2)
+        for index in 0..<20 {
+            #expect(try await get(pool, "/close/\(index)") == "\(index)")
+            #expect(try await get(pool, "/drop") == "dropped")
+            // The dropped connection sits idle, closed by the server: the pool notices and uses another.
+            #expect(try await get(pool, "/echo/\(index)") == "\(index)|127.0.0.1:\(server.port)")
+        }
+        pool.shutdown()
+        await server.close()
+    }
+
+    @Test("no answer in time, a connection reset, an answer over the cap: clear errors, and the pool carries on")
+    func failures() async throws {
+        let server = try await ScriptedServer()
+        let pool = try pool(server, connections: 1, maxBytes: 1024)
+        await #expect(throws: HTTP1PoolError.timedOut) {
+            try await get(pool, "/hang", timeout: .milliseconds(200))
+        }
+        // The only slot was freed: the next request goes through.
+        #expect(try await get(pool, "/echo/a") == "a|127.0.0.1:\(server.port)")
+        await #expect(throws: HTTP1PoolError.closedMidExchange) { try await get(pool, "/reset") }
+        await #expect(throws: HTTP1PoolError.responseTooLarge(1024)) { try await get(pool, "/big") }
+        #expect(try await get(pool, "/echo/b") == "b|127.0.0.1:\(server.port)")
+        pool.shutdown()
+        await #expect(throws: HTTP1PoolError.shutDown) { try await get(pool, "/echo/c") }
+        await server.close()
+    }
+
+    @Test("nobody listening: a connect error, not a hang")
+    func refused() async throws {
+        let server = try await ScriptedServer()
+        let port = server.port
+        await server.close()
+        let pool = try HTTP1Pool(origin: .init(tls: false, host: "127.0.0.1", port: port), maxConnections: 2)
+        do {
+            _ = try await pool.execute(method: .GET, path: "/", headers: [:], body: nil, timeout: .seconds(5))
+            Issue.record("a request to a closed port succeeded")
+        } catch let error as HTTP1PoolError {
+            guard case .connect = error else {
+                Issue.record("expected a connect error, got \(error)")
+                return
+            }
+        }
+        // The failed connection gave its slot back: twice more, the same clear error.
+        for _ in 0..<2 {
+            await #expect(throws: HTTP1PoolError.self) {
+                _ = try await pool.execute(method: .GET, path: "/", headers: [:], body: nil, timeout: .seconds(5))
+            }
+        }
+    }
+
+    @Test("ProviderHTTP keeps the base URL's path and refuses what is not an http(s) URL")
+    func providerHTTP() async throws {
+        let server = try await ScriptedServer()
+        let http = try ProviderHTTP(baseURL: "http://127.0.0.1:\(server.port)/echo/", maxConnections: 2)
+        let (status, body) = try await http.perform(.init(method: .post, path: "/p", body: Array("{}".utf8)))
+        #expect(status == 200)
+        #expect(String(decoding: body, as: UTF8.self) == "p|127.0.0.1:\(server.port)")
+        http.shutdown()
+        #expect(throws: DispatchError.self) { try ProviderHTTP(baseURL: "ftp://example.org", maxConnections: 1) }
+        #expect(throws: DispatchError.self) { try ProviderHTTP(baseURL: "not a url", maxConnections: 1) }
+        await server.close()
+    }
+}
