@@ -256,6 +256,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "BanditoreCoreTests",
+            dependencies: ["BanditoreCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "BanditoreDispatchTests",
             dependencies: ["BanditoreDispatch", "BanditoreCore", "BanditoreStore", "BanditoreTesting"],
             swiftSettings: swiftSettings

@@ -179,8 +179,26 @@ public enum WeChat {
         text.replacingOccurrences(of: "]]>", with: "]]]]><![CDATA[>")
     }
 
-    private static func query(_ value: String) -> String {
-        value.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? value
+    /// `value` percent-encoded for a query string: every byte of its UTF-8 but RFC 3986's unreserved ASCII
+    /// (letters, digits, `-._~`). Byte by byte: Foundation's `addingPercentEncoding` cost a quarter of a WeChat
+    /// dispatcher's CPU, and its `.alphanumerics` would have let non-ASCII letters through unencoded.
+    static func query(_ value: String) -> String {
+        let hex: [UInt8] = Array("0123456789ABCDEF".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(value.utf8.count)
+        for byte in value.utf8 {
+            switch byte {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "."), UInt8(ascii: "_"),
+                UInt8(ascii: "~"):
+                out.append(byte)
+            default:
+                out.append(UInt8(ascii: "%"))
+                out.append(hex[Int(byte >> 4)])
+                out.append(hex[Int(byte & 0x0F)])
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 }
 

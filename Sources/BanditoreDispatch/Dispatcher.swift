@@ -93,7 +93,7 @@ public final class Dispatcher: Service, Sendable {
         let metrics = DispatchMetrics(channel: configuration.channel)
         self.metrics = metrics
         writer = StatusWriter(
-            database: database, interval: configuration.statusInterval, logger: logger,
+            channel: configuration.channel.rawValue, database: database, interval: configuration.statusInterval, logger: logger,
             onCommit: { metrics.statusesWritten.increment(by: $0) }
         )
         inFlight = AsyncSemaphore(limit: configuration.maxInFlight)

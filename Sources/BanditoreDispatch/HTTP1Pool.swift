@@ -11,8 +11,13 @@ import Synchronization
 /// A dispatcher talks to one host per channel and spends most of its time waiting for it; this pool does only what
 /// that needs, on SwiftNIO's event loops: lease a connection (an idle one, a new one under the cap, or wait for
 /// one), write the request, collect the answer up to a size cap, give the connection back (or drop it when the
-/// server asked to close, failed or timed out). A request that finds its connection closed by the server before
-/// anything was written is tried once on a new connection; any other failure is the caller's to retry.
+/// server asked to close, failed or timed out).
+///
+/// A kept-alive connection can be closed by the server just as a request is written on it. A request that finds
+/// its connection closed before it was written is tried once more on a new connection; so is an idempotent one
+/// (GET) whose reused connection closed before any byte of the answer. A POST in that case is not: the provider
+/// may have acted on it, and the dispatcher's own retry decides. Connections idle for longer than `maxIdle` (less
+/// than providers' keep-alive timeouts) are closed rather than reused, which keeps that race rare.
 final class HTTP1Pool: Sendable {
     struct Origin: Sendable, Hashable {
         var tls: Bool
@@ -31,7 +36,7 @@ final class HTTP1Pool: Sendable {
     }
 
     private struct State {
-        var idle: [any Channel] = []
+        var idle: [(channel: any Channel, since: NIODeadline)] = []
         var open = 0
         var waiters: Deque<CheckedContinuation<Lease, any Error>> = []
         var closed = false
@@ -41,6 +46,7 @@ final class HTTP1Pool: Sendable {
     private let maxConnections: Int
     private let connectTimeout: TimeAmount
     private let maxResponseBytes: Int
+    private let maxIdle: TimeAmount
     private let group: any EventLoopGroup
     private let ssl: NIOSSLContext?
     private let hostHeader: String
@@ -48,9 +54,11 @@ final class HTTP1Pool: Sendable {
 
     init(
         origin: Origin, maxConnections: Int, connectTimeout: TimeAmount = .seconds(5),
-        maxResponseBytes: Int = 1 << 20, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        maxResponseBytes: Int = 1 << 20, maxIdle: TimeAmount = .seconds(20),
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) throws {
         self.origin = origin
+        self.maxIdle = maxIdle
         self.maxConnections = max(1, maxConnections)
         self.connectTimeout = connectTimeout
         self.maxResponseBytes = maxResponseBytes
@@ -87,8 +95,15 @@ final class HTTP1Pool: Sendable {
                 return Response(status: answer.status, body: answer.body)
             } catch let error as HTTP1PoolError {
                 release(channel, reusable: false)
-                // A kept-alive connection the server had closed meanwhile: nothing was sent; once more, afresh.
-                if case .closedBeforeWriting = error, reused, attempt == 1 { continue }
+                // A kept-alive connection the server closed meanwhile: once more, afresh, when that cannot repeat
+                // an effect.
+                if reused, attempt == 1 {
+                    switch error {
+                    case .closedBeforeWriting: continue
+                    case .closedBeforeAnswer where method == .GET || method == .HEAD: continue
+                    default: break
+                    }
+                }
                 throw error
             } catch {
                 release(channel, reusable: false)
@@ -107,7 +122,7 @@ final class HTTP1Pool: Sendable {
             }
             return (state.idle, state.waiters)
         }
-        for channel in idle { channel.close(promise: nil) }
+        for (channel, _) in idle { channel.close(promise: nil) }
         for waiter in waiters { waiter.resume(throwing: HTTP1PoolError.shutDown) }
     }
 
@@ -115,10 +130,14 @@ final class HTTP1Pool: Sendable {
 
     private func lease(deadline: NIODeadline) async throws -> (any Channel, reused: Bool) {
         while true {
+            var stale: [any Channel] = []
+            defer { for channel in stale { channel.close(promise: nil) } }
+            let oldest = NIODeadline.now() - maxIdle
             let lease: Lease? = try state.withLock { state in
                 if state.closed { throw HTTP1PoolError.shutDown }
-                while let channel = state.idle.popLast() {
-                    if channel.isActive { return .connection(channel) }
+                while let (channel, since) = state.idle.popLast() {
+                    if channel.isActive, since > oldest { return .connection(channel) }
+                    stale.append(channel)
                     state.open -= 1
                 }
                 if state.open < maxConnections {
@@ -191,7 +210,7 @@ final class HTTP1Pool: Sendable {
                 return (waiter, .create, true)
             }
             if keep, let channel, !state.closed {
-                state.idle.append(channel)
+                state.idle.append((channel, .now()))
                 return (nil, nil, false)
             }
             state.open -= 1
@@ -207,7 +226,9 @@ enum HTTP1PoolError: Error, CustomStringConvertible, Equatable {
     case connect(String)
     /// The connection was closed before the request was written (a kept-alive connection the server dropped).
     case closedBeforeWriting
-    /// The connection was closed after the request was written, before the whole answer came.
+    /// The connection was closed or reset after the request was written, before any byte of the answer.
+    case closedBeforeAnswer(String)
+    /// The connection was closed after part of the answer came.
     case closedMidExchange
     case timedOut
     case responseTooLarge(Int)
@@ -218,6 +239,7 @@ enum HTTP1PoolError: Error, CustomStringConvertible, Equatable {
         switch self {
         case .connect(let reason): "cannot connect: \(reason)"
         case .closedBeforeWriting: "connection closed before the request was written"
+        case .closedBeforeAnswer(let reason): "connection closed before any answer (\(reason))"
         case .closedMidExchange: "connection closed before the whole answer came"
         case .timedOut: "no answer in time"
         case .responseTooLarge(let cap): "answer over \(cap) bytes"
@@ -314,13 +336,20 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        finish(.failure(written ? HTTP1PoolError.closedMidExchange : HTTP1PoolError.closedBeforeWriting))
+        finish(.failure(closed("closed")))
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        finish(.failure(HTTP1PoolError.io("\(error)")))
+        let reset = (error as? IOError).map { $0.errnoCode == ECONNRESET || $0.errnoCode == EPIPE } ?? false
+        finish(.failure(reset ? closed("\(error)") : HTTP1PoolError.io("\(error)")))
         context.close(promise: nil)
+    }
+
+    /// What a connection closed or reset now means for the exchange under way.
+    private func closed(_ reason: String) -> HTTP1PoolError {
+        if !written { return .closedBeforeWriting }
+        return status == 0 ? .closedBeforeAnswer(reason) : .closedMidExchange
     }
 
     private func finish(_ result: Result<HTTP1Exchange.Answer, any Error>) {

@@ -35,12 +35,17 @@ final class StatusWriter: Sendable {
     }
 
     private let state = Mutex(State())
+    private let channel: String
     private let database: PostgresClient
     private let interval: Duration
     private let logger: Logger
     let onCommit: @Sendable (Int) -> Void
 
-    init(database: PostgresClient, interval: Duration, logger: Logger, onCommit: @escaping @Sendable (Int) -> Void = { _ in }) {
+    init(
+        channel: String, database: PostgresClient, interval: Duration, logger: Logger,
+        onCommit: @escaping @Sendable (Int) -> Void = { _ in }
+    ) {
+        self.channel = channel
         self.database = database
         self.interval = interval
         self.logger = logger
@@ -123,9 +128,12 @@ final class StatusWriter: Sendable {
                 """
             )
             // A provider's report may have come before the send was recorded here.
-            let sent = order.filter { merged[$0]?.providerMessageID != nil }
+            let sent = rows.compactMap(\.providerMessageID)
             if !sent.isEmpty {
-                _ = try await database.withConnection { try await DeliveryReports.applyKept(to: sent, on: $0) }
+                let channel = self.channel
+                _ = try await database.withConnection {
+                    try await DeliveryReports.applyKept(channel: channel, providerMessageIDs: sent, on: $0)
+                }
             }
         } catch {
             logger.warning(

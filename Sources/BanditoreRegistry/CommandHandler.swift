@@ -22,7 +22,7 @@ public struct CommandHandler: Sendable {
         /// The reply, in the outbox: publish it once the transaction has committed.
         public var reply: OutboxMessage?
         /// A provider's report kept because its send was not recorded yet: apply it once the transaction has
-        /// committed (``DeliveryReports/applyKept(channel:providerMessageID:on:)``).
+        /// committed (``DeliveryReports/applyKept(channel:providerMessageIDs:on:)``).
         public var keptReport: (channel: String, providerMessageID: String)?
     }
 

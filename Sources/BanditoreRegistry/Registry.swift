@@ -98,7 +98,7 @@ public final class Registry: Service, Sendable {
                 try? await Task.sleep(for: .seconds(30))
                 do {
                     try await self.database.withConnection { connection in
-                        try await DeliveryReports.applyKept(to: nil, on: connection)
+                        try await DeliveryReports.applyKeptRecent(on: connection)
                         try await DeliveryReports.prune(on: connection)
                     }
                 } catch {
@@ -145,7 +145,7 @@ public final class Registry: Service, Sendable {
         if let kept = outcome.keptReport {
             try await database.withConnection {
                 try await DeliveryReports.applyKept(
-                    channel: kept.channel, providerMessageID: kept.providerMessageID, on: $0
+                    channel: kept.channel, providerMessageIDs: [kept.providerMessageID], on: $0
                 )
             }
         }

@@ -20,61 +20,61 @@ public enum DeliveryReports {
     /// Applies a report to its delivery, or keeps it for later when no delivery has that provider id yet; returns
     /// true when it was kept.
     ///
-    /// A report kept while a dispatcher is committing the send can miss that dispatcher's ``applyKept(to:on:)``
-    /// (neither transaction sees the other's row): the caller runs ``applyKept(channel:providerMessageID:on:)``
+    /// A report kept while a dispatcher is committing the send can miss that dispatcher's ``applyKept(channel:providerMessageIDs:on:)``
+    /// (neither transaction sees the other's row): the caller runs it again
     /// once its own transaction has committed, which then sees the send or is seen by the dispatcher.
     @discardableResult
     public static func record(
         channel: String, providerMessageID: String, status: String, error: String?, on connection: PostgresConnection
     ) async throws -> Bool {
         guard let rank = rank(status) else { return false }
-        let updated = try await connection.query(
+        // One statement, so one snapshot: either the delivery with this provider id is there (and moves forward,
+        // or is already further on) or it is not and the report is kept. Two statements would let a send recorded
+        // between them make the report look "already further on" and be dropped.
+        let kept = try await connection.query(
             """
-            UPDATE deliveries AS d SET state = \(status), last_error = coalesce(\(error), d.last_error), updated_at = now()
-            WHERE d.channel = \(channel) AND d.provider_message_id = \(providerMessageID)
-              AND \(unescaped: currentRank) < \(rank)
-            """
-        )
-        guard updated.affectedRows == 0 else { return false }
-        let exists = try await connection.query(
-            "SELECT 1 FROM deliveries WHERE channel = \(channel) AND provider_message_id = \(providerMessageID)"
-        )
-        guard exists.rows.isEmpty else { return false }  // already further on
-        try await connection.query(
-            """
+            WITH moved AS (
+                UPDATE deliveries AS d SET state = \(status), last_error = coalesce(\(error), d.last_error), updated_at = now()
+                WHERE d.channel = \(channel) AND d.provider_message_id = \(providerMessageID)
+                  AND \(unescaped: currentRank) < \(rank)
+                RETURNING d.id
+            ), known AS (
+                SELECT 1 FROM deliveries WHERE channel = \(channel) AND provider_message_id = \(providerMessageID)
+            )
             INSERT INTO delivery_reports (channel, provider_message_id, status, rank, last_error)
-            VALUES (\(channel), \(providerMessageID), \(status), \(rank), \(error))
+            SELECT \(channel), \(providerMessageID), \(status), \(rank), \(error)
+             WHERE NOT EXISTS (SELECT 1 FROM known) AND NOT EXISTS (SELECT 1 FROM moved)
             ON CONFLICT (channel, provider_message_id) DO UPDATE
                SET status = EXCLUDED.status, rank = EXCLUDED.rank, last_error = coalesce(EXCLUDED.last_error, delivery_reports.last_error)
              WHERE delivery_reports.rank < EXCLUDED.rank
+            RETURNING 1
             """
         )
-        return true
+        return !kept.rows.isEmpty
     }
 
-    /// Applies the kept report for one provider message, if its send is recorded by now.
+    /// Applies the kept reports of these provider messages to their deliveries, where their sends are recorded by
+    /// now; returns how many deliveries moved. Starts from `delivery_reports`' key, so a batch without reports
+    /// costs one index probe per id.
     @discardableResult
     public static func applyKept(
-        channel: String, providerMessageID: String, on connection: PostgresConnection
+        channel: String, providerMessageIDs: [String], on connection: PostgresConnection
     ) async throws -> Int {
-        try await connection.query(
+        guard !providerMessageIDs.isEmpty else { return 0 }
+        return try await connection.query(
             """
-            \(unescaped: applyKeptUpdate) AND d.channel = \(channel) AND d.provider_message_id = \(providerMessageID)
+            \(unescaped: applyKeptUpdate)
+              AND r.channel = \(channel) AND r.provider_message_id = ANY(\(providerMessageIDs)::text[])
             """
         ).affectedRows
     }
 
-    /// Applies kept reports to the deliveries just recorded as sent (`ids`), or to every delivery when nil
-    /// (recent reports only); returns how many deliveries moved.
+    /// Applies every kept report of the last hour whose send is recorded by now (the registry's sweep).
     @discardableResult
-    public static func applyKept(to ids: [Int64]?, on connection: PostgresConnection) async throws -> Int {
-        let query: PostgresQuery =
-            if let ids {
-                "\(unescaped: applyKeptUpdate) AND d.id = ANY(\(ids)::bigint[])"
-            } else {
-                "\(unescaped: applyKeptUpdate) AND r.received_at > now() - interval '1 hour'"
-            }
-        return try await connection.query(query).affectedRows
+    public static func applyKeptRecent(on connection: PostgresConnection) async throws -> Int {
+        try await connection.query(
+            "\(unescaped: applyKeptUpdate) AND r.received_at > now() - interval '1 hour'"
+        ).affectedRows
     }
 
     static let applyKeptUpdate = """

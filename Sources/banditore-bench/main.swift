@@ -4,6 +4,9 @@ import BanditoreCore
 import BanditorePostgres
 import BanditoreTesting
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Logging
 
 /// Measures the AMQP and PostgreSQL modules; `scripts/bench` runs it beside the plain C and psql baselines.
@@ -140,6 +143,8 @@ struct Dispatch: AsyncParsableCommand {
     @Option(help: "Recipients per channel.") var recipients = 20_000
     @Option(help: "Channels, comma separated.") var channels = "whatsapp,telegram,wechat"
     @Option(help: "Recipients per job.") var chunk = 500
+    @Option(help: "A dispatcher's /metrics URL (repeat for each replica): its committed-status counter tells when to check the database.")
+    var metricsURL: [String] = []
     @Option(help: "Distinguishes this run's addresses from earlier runs'.") var salt = Int(Date().timeIntervalSince1970) % 1000
 
     func run() async throws {
@@ -156,6 +161,33 @@ struct Dispatch: AsyncParsableCommand {
                 addresses: (0..<recipients).map { DeliveryFixtures.address(channel, $0, salt: salt) }, bulletinID: bulletin
             )
         }
+        // Done when every delivery is recorded. The dispatchers' committed-status counters tell when to look (a
+        // query over the bulletin's deliveries every few milliseconds would load the database being measured);
+        // the database then confirms that none is left queued.
+        func written() async -> [Channel: Int] {
+            var total: [Channel: Int] = [:]
+            for url in metricsURL {
+                guard let url = URL(string: url), let (data, _) = try? await URLSession.shared.data(from: url) else {
+                    continue
+                }
+                for line in String(decoding: data, as: UTF8.self).split(separator: "\n")
+                where line.hasPrefix("banditore_dispatch_statuses_written_total{") {
+                    for channel in selected where line.contains("channel=\"\(channel.rawValue)\"") {
+                        total[channel, default: 0] += Int(Double(line.split(separator: " ").last ?? "") ?? 0)
+                    }
+                }
+            }
+            return total
+        }
+        func queued(_ channel: Channel) async throws -> Bool {
+            try await !database.query(
+                """
+                SELECT 1 FROM deliveries WHERE bulletin_id = \(bulletins[channel]!) AND channel = \(channel.rawValue)
+                   AND state = 'queued' LIMIT 1
+                """
+            ).rows.isEmpty
+        }
+        let baseline = await written()
         let start = ContinuousClock.now
         for channel in selected {
             try await DeliveryFixtures.publishJobs(
@@ -164,12 +196,13 @@ struct Dispatch: AsyncParsableCommand {
         }
         var finished: [Channel: Duration] = [:]
         while finished.count < selected.count {
-            try await Task.sleep(for: .milliseconds(50))
+            try await Task.sleep(for: .milliseconds(metricsURL.isEmpty ? 500 : 50))
+            let now = await written()
             for channel in selected where finished[channel] == nil {
-                let left = try await database.query(
-                    "SELECT count(*) FROM deliveries WHERE bulletin_id = \(bulletins[channel]!) AND state = 'queued'"
-                ).first!.decode(Int.self, at: 0)
-                if left == 0 { finished[channel] = ContinuousClock.now - start }
+                let caughtUp = now[channel, default: 0] - baseline[channel, default: 0] >= recipients
+                if metricsURL.isEmpty || caughtUp, try await !queued(channel) {
+                    finished[channel] = ContinuousClock.now - start
+                }
             }
         }
         func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }

@@ -176,6 +176,15 @@ struct WeChatCodecTests {
     @Test("tokens, custom and template sends have the Official Account shape; errcode is classified")
     func sends() throws {
         #expect(WeChat.tokenRequest(appID: "wx1", secret: "s").path == "/cgi-bin/token?grant_type=client_credential&appid=wx1&secret=s")
+        // Query values: RFC 3986's unreserved ASCII stays, every other UTF-8 byte is escaped (non-ASCII letters too).
+        #expect(
+            WeChat.tokenRequest(appID: "wx1", secret: "a+b/c=d&e é~_.-Z9").path
+                == "/cgi-bin/token?grant_type=client_credential&appid=wx1&secret=a%2Bb%2Fc%3Dd%26e%20%C3%A9~_.-Z9"
+        )
+        #expect(
+            try WeChat.customText(accessToken: "81_a-b%c", openID: "o", content: "x").path
+                == "/cgi-bin/message/custom/send?access_token=81_a-b%25c"
+        )
         let token = try WeChat.decodeToken(body: bytes(#"{"access_token":"81_Tk3xExample","expires_in":7200}"#)).get()
         #expect(token.token == "81_Tk3xExample" && token.expiresIn == .seconds(7200))
         let custom = try WeChat.customText(accessToken: "TOK", openID: "oW7x0tExampleOpenId", content: "Iscrizione attivata.")

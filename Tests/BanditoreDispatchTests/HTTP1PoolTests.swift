@@ -116,7 +116,8 @@ struct HTTP1PoolTests {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for index in 0..<400 {
                 group.addTask {
-                    let answer = try await get(pool, "/echo/\(index)")
+                    // A generous deadline: the requests queue for four connections on a machine that may be busy.
+                    let answer = try await get(pool, "/echo/\(index)", timeout: .seconds(60))
                     #expect(answer == "\(index)|127.0.0.1:\(server.port)")
                 }
             }
@@ -152,11 +153,34 @@ struct HTTP1PoolTests {
         }
         // The only slot was freed: the next request goes through.
         #expect(try await get(pool, "/echo/a") == "a|127.0.0.1:\(server.port)")
-        await #expect(throws: HTTP1PoolError.closedMidExchange) { try await get(pool, "/reset") }
+        // Closed without an answer: a GET is tried once more on a new connection, then the error is reported.
+        await #expect {
+            try await get(pool, "/reset")
+        } throws: { error in
+            guard case .closedBeforeAnswer = error as? HTTP1PoolError else { return false }
+            return true
+        }
         await #expect(throws: HTTP1PoolError.responseTooLarge(1024)) { try await get(pool, "/big") }
         #expect(try await get(pool, "/echo/b") == "b|127.0.0.1:\(server.port)")
         pool.shutdown()
         await #expect(throws: HTTP1PoolError.shutDown) { try await get(pool, "/echo/c") }
+        await server.close()
+    }
+
+    @Test("a connection idle for longer than maxIdle is closed, not reused")
+    func maxIdle() async throws {
+        let server = try await ScriptedServer()
+        let pool = try HTTP1Pool(
+            origin: .init(tls: false, host: "127.0.0.1", port: server.port), maxConnections: 4,
+            maxIdle: .milliseconds(100)
+        )
+        _ = try await get(pool, "/echo/1")
+        _ = try await get(pool, "/echo/2")
+        #expect(server.connectionCount == 1)
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await get(pool, "/echo/3")
+        #expect(server.connectionCount == 2)
+        pool.shutdown()
         await server.close()
     }
 

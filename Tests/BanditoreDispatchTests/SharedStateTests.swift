@@ -133,7 +133,7 @@ struct SharedStateTests {
         let recipients = try await DeliveryFixtures.seed(
             client, channel: .telegram, addresses: (0..<500).map { DeliveryFixtures.address(.telegram, $0) }
         )
-        let writer = StatusWriter(database: client, interval: .milliseconds(20), logger: logger)
+        let writer = StatusWriter(channel: "telegram", database: client, interval: .milliseconds(20), logger: logger)
         let loop = Task { await writer.run() }
         // One delivery already read: a late `sent` must not overwrite it.
         try await client.query("UPDATE deliveries SET state = 'read' WHERE id = \(recipients[0].deliveryID!)")

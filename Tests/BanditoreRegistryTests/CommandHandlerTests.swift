@@ -205,7 +205,9 @@ struct CommandHandlerTests {
         try await db.query(
             "UPDATE deliveries SET state = 'sent', provider_message_id = 'wamid.EARLY' WHERE id = \(early.deliveryID!)"
         )
-        let moved = try await db.withConnection { try await DeliveryReports.applyKept(to: [early.deliveryID!], on: $0) }
+        let moved = try await db.withConnection {
+            try await DeliveryReports.applyKept(channel: "whatsapp", providerMessageIDs: ["wamid.EARLY"], on: $0)
+        }
         #expect(moved == 1)
         #expect(
             try await db.query("SELECT state FROM deliveries WHERE id = \(early.deliveryID!)").rows[0]
@@ -226,14 +228,18 @@ struct CommandHandlerTests {
             try await db.query(
                 "UPDATE deliveries SET state = 'sent', provider_message_id = 'wamid.RACE' WHERE id = \(raced.deliveryID!)"
             )
-            let missed = try await db.withConnection { try await DeliveryReports.applyKept(to: [raced.deliveryID!], on: $0) }
+            let missed = try await db.withConnection {
+                try await DeliveryReports.applyKept(channel: "whatsapp", providerMessageIDs: ["wamid.RACE"], on: $0)
+            }
             #expect(missed == 0)
             return outcome
         }
         let kept = try #require(outcome.keptReport)
         #expect(kept.channel == "whatsapp" && kept.providerMessageID == "wamid.RACE")
         let applied = try await db.withConnection {
-            try await DeliveryReports.applyKept(channel: kept.channel, providerMessageID: kept.providerMessageID, on: $0)
+            try await DeliveryReports.applyKept(
+                channel: kept.channel, providerMessageIDs: [kept.providerMessageID], on: $0
+            )
         }
         #expect(applied == 1)
         #expect(
