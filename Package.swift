@@ -176,6 +176,22 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "BanditoreComposer",
+            dependencies: [
+                "BanditoreAMQP",
+                "BanditoreChannels",
+                "BanditoreCore",
+                "BanditorePostgres",
+                "BanditoreRuntime",
+                "BanditoreStore",
+                .product(name: "Configuration", package: "swift-configuration"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "BanditoreIngest",
             dependencies: [
                 "BanditoreAMQP",
@@ -288,7 +304,8 @@ let package = Package(
                 + ($0 == "banditore-provider-sim" ? ["BanditoreProviderSim"] : [])
                 + ($0.hasPrefix("banditore-dispatch-") ? ["BanditoreDispatch"] : [])
                 + ($0 == "banditore-ingest" ? ["BanditoreIngest"] : [])
-                + ($0 == "banditore-registry" ? ["BanditoreRegistry"] : []),
+                + ($0 == "banditore-registry" ? ["BanditoreRegistry"] : [])
+                + ($0 == "banditore-composer" ? ["BanditoreComposer"] : []),
             swiftSettings: swiftSettings
         )
     }

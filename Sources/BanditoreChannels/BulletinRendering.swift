@@ -6,7 +6,7 @@ public struct BulletinTemplates: Sendable, Hashable {
     public var whatsappName: String
     public var wechatID: String
 
-    public init(whatsappName: String = "banditore_bollettino", wechatID: String = "banditore-bollettino") {
+    public init(whatsappName: String = "banditore_bulletin", wechatID: String = "banditore-bulletin") {
         self.whatsappName = whatsappName
         self.wechatID = wechatID
     }

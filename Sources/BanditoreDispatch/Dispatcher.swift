@@ -72,6 +72,7 @@ public final class Dispatcher: Service, Sendable {
     private let metrics: DispatchMetrics
     private let writer: StatusWriter
     private let inFlight: AsyncSemaphore
+    private let cancellations: BulletinCancellations
     private let pacer: RecipientPacer
     private let stopping = Atomic<Bool>(false)
     private let sendsInFlight = Atomic<Int>(0)
@@ -97,6 +98,7 @@ public final class Dispatcher: Service, Sendable {
             onCommit: { metrics.statusesWritten.increment(by: $0) }
         )
         inFlight = AsyncSemaphore(limit: configuration.maxInFlight)
+        cancellations = BulletinCancellations(database: database)
         pacer = RecipientPacer(interval: configuration.recipientInterval)
     }
 
@@ -263,6 +265,8 @@ public final class Dispatcher: Service, Sendable {
     }
 
     private func send(_ recipient: Recipient, of job: DeliveryJob, logger: Logger) async -> FollowUp {
+        // Cancelled meanwhile: the admin API has marked the unsent deliveries cancelled already.
+        if let bulletin = job.bulletinID, await cancellations.isCancelled(bulletin) { return .none }
         guard let message = job.message(for: recipient.language) else {
             return record(recipient, .failed(.permanent(code: "no-message", reason: "job has no message")), job)
         }

@@ -6,7 +6,9 @@ import Synchronization
 /// Writes delivery outcomes in batches: sends add their outcome as soon as they know it, a loop commits whatever
 /// gathered every `interval` with one `UPDATE … FROM unnest(…)`, and a job waits with ``sync()`` until its
 /// outcomes are committed before it is acknowledged. A crash therefore forgets at most the last interval's outcomes.
-/// While the database is unreachable the outcomes wait and the loop tries again.
+/// Only queued deliveries change (and a cancelled one whose send was already under way when its bulletin was
+/// cancelled: it records what happened). While the database is unreachable the outcomes wait and the loop tries
+/// again.
 final class StatusWriter: Sendable {
     /// One delivery's new state.
     struct Outcome: Sendable {
@@ -124,7 +126,8 @@ final class StatusWriter: Sendable {
                               \(rows.map(\.providerMessageID))::text[], \(rows.map(\.error))::text[],
                               \(rows.map(\.attempts))::int[])
                        AS v(id, state, provider_message_id, error, attempts)
-                 WHERE d.id = v.id AND d.state = 'queued'
+                 WHERE d.id = v.id
+                   AND (d.state = 'queued' OR (d.state = 'cancelled' AND v.state = 'sent'))
                 """
             )
             // A provider's report may have come before the send was recorded here.

@@ -16,6 +16,9 @@ import Hummingbird
 /// | `telegram.webhookSecret` (`TELEGRAM_WEBHOOK_SECRET`) | string | `sim-telegram-secret` | secret |
 /// | `wechat.token` (`WECHAT_TOKEN`) | string | `sim-wechat-token` | secret |
 /// | `admin.tokens` (`ADMIN_TOKENS`) | comma-separated strings | none: the admin API refuses everyone | secret |
+/// | `outbox.sweepSeconds` (`OUTBOX_SWEEP_SECONDS`) | double | 2 | |
+/// | `whatsapp.bulletinTemplate` (`WHATSAPP_BULLETIN_TEMPLATE`) | string | `banditore_bulletin` | checked at POST |
+/// | `wechat.bulletinTemplateId` (`WECHAT_BULLETIN_TEMPLATE_ID`) | string | `banditore-bulletin` | checked at POST |
 public enum IngestService {
     public static let defaultPort = 8080
 
@@ -49,9 +52,22 @@ public enum IngestService {
                 .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         )
         if tokens.isEmpty { context.logger.warning("ADMIN_TOKENS is empty: the admin API refuses every request") }
-        return ServiceParts(services: []) { router in
+        let relay = OutboxRelay(
+            amqp: amqp, database: database, logger: context.logger,
+            sweepInterval: .milliseconds(Int(reader.double(forKey: "outbox.sweepSeconds", default: 2) * 1000))
+        )
+        let bulletins = BulletinRoutes(
+            tokens: tokens, database: database, relay: relay,
+            templates: BulletinTemplates(
+                whatsappName: reader.string(forKey: "whatsapp.bulletinTemplate", default: "banditore_bulletin"),
+                wechatID: reader.string(forKey: "wechat.bulletinTemplateId", default: "banditore-bulletin")
+            ),
+            maxBodyBytes: reader.int(forKey: "ingest.maxBodyBytes", default: 256 * 1024), logger: context.logger
+        )
+        return ServiceParts(services: [relay]) { router in
             webhooks.add(to: router)
             AdminRoutes(tokens: tokens, database: database).add(to: router)
+            bulletins.add(to: router)
         }
     }
 }
@@ -76,14 +92,14 @@ public struct AdminTokens: Sendable {
     }
 }
 
-/// The admin API: `/v1/stats` for now.
+/// The admin API's `/v1/stats` (the bulletins are in ``BulletinRoutes``).
 struct AdminRoutes: Sendable {
     let tokens: AdminTokens
     let database: PostgresClient
 
     func add(to router: Router<BasicRequestContext>) {
         router.get("v1/stats") { request, _ -> Response in
-            guard tokens.authorizes(request.headers[.authorization]) else { return unauthorized }
+            guard tokens.authorizes(request.headers[.authorization]) else { return Self.unauthorized }
             do {
                 return .json(try await SubscriberStats.load(database))
             } catch {
@@ -92,7 +108,7 @@ struct AdminRoutes: Sendable {
         }
     }
 
-    private var unauthorized: Response {
+    static var unauthorized: Response {
         var response = Response.problem(
             .unauthorized, "unauthorized", "Authorization: Bearer <token> is missing or not one of ADMIN_TOKENS"
         )

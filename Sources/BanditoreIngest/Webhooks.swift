@@ -145,6 +145,14 @@ public struct Webhooks: Sendable {
 
     /// The body, at most `maxBodyBytes` of it.
     func read(_ request: Request) async -> Result<[UInt8], Refusal> {
+        await Self.read(request, maxBodyBytes: maxBodyBytes)
+    }
+
+    /// The body, at most `maxBodyBytes` of it: 413 when the declared or the actual length is over.
+    static func read(_ request: Request, maxBodyBytes: Int) async -> Result<[UInt8], Refusal> {
+        let tooLarge = Response.problem(
+            .contentTooLarge, "body_too_large", "the body is larger than \(maxBodyBytes) bytes"
+        )
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxBodyBytes {
             return .failure(Refusal(response: tooLarge))
         }
@@ -156,10 +164,6 @@ public struct Webhooks: Sendable {
         } catch {
             return .failure(Refusal(response: .problem(.badRequest, "unreadable_body", "\(error)")))
         }
-    }
-
-    private var tooLarge: Response {
-        .problem(.contentTooLarge, "body_too_large", "the body is larger than \(maxBodyBytes) bytes")
     }
 
     /// Publishes the commands (all confirmed) and answers `answer`, or 503 when the broker is away.
@@ -252,12 +256,25 @@ extension Response {
         )
     }
 
-    static func json(_ value: some Encodable) -> Response {
+    /// A problem about one field of the request: `{"error":"invalid_field","field":…,"message":…}`.
+    static func invalidField(_ field: String, _ message: String, status: HTTPResponse.Status = .unprocessableContent)
+        -> Response
+    {
+        let body =
+            "{\"error\":\"invalid_field\",\"field\":\(JSONText.quote(field)),\"message\":\(JSONText.quote(message))}\n"
+        return Response(
+            status: status, headers: [.contentType: "application/json; charset=utf-8"],
+            body: ResponseBody(byteBuffer: ByteBuffer(string: body))
+        )
+    }
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) -> Response {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        encoder.dateEncodingStrategy = .iso8601
         let data = (try? encoder.encode(value)) ?? Data("{}".utf8)
         return Response(
-            status: .ok, headers: [.contentType: "application/json; charset=utf-8"],
+            status: status, headers: [.contentType: "application/json; charset=utf-8"],
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: data))
         )
     }

@@ -1,3 +1,3 @@
-import BanditoreRuntime
+import BanditoreComposer
 
-try await ServiceRunner.run(ServiceDescription(name: "banditore-composer", defaultPort: 8082))
+try await ComposerService.run()

@@ -13,7 +13,7 @@ struct BulletinRenderingTests {
             try BulletinRendering.check(content)
             return nil
         } catch {
-            return error as? BulletinInvalid
+            return error
         }
     }
 
@@ -85,7 +85,7 @@ struct BulletinRenderingTests {
         let whatsapp = BulletinRendering.messages(content, channel: .whatsapp)
         #expect(whatsapp[.italian]?.parameters == ["Scuole chiuse", "Domani scuole chiuse. · Allerta meteo arancione."])
         #expect(whatsapp[.chinese]?.templateLanguage == "zh_CN")
-        #expect(whatsapp[.italian]?.template == "banditore_bollettino")
+        #expect(whatsapp[.italian]?.template == "banditore_bulletin")
         try WhatsApp.validateTemplateParameters(whatsapp[.italian]?.parameters ?? [])
         let wechat = BulletinRendering.messages(content, channel: .wechat)
         #expect(wechat[.chinese]?.fields == ["first": "Scuole chiuse", "keyword1": "明天学校停课。"])

@@ -10,6 +10,10 @@ import Testing
 /// A scripted HTTP/1.1 server on a free port: each request's path says what it does.
 /// `/echo/<x>` answers 200 with `x`; `/close/<x>` answers with `Connection: close`; `/drop` answers and then closes
 /// without saying so; `/hang` never answers; `/big` answers 64 KiB; `/reset` closes without answering.
+/// Event loops of these tests' own: other suites in the process load the shared ones (simulators at full speed),
+/// which could delay these exchanges past their deadlines.
+private let poolTestLoops = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+
 private final class ScriptedServer: Sendable {
     final class Counters: Sendable {
         let connections = Atomic<Int>(0)
@@ -25,7 +29,7 @@ private final class ScriptedServer: Sendable {
 
     init() async throws {
         let counters = self.counters
-        channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        channel = try await ServerBootstrap(group: poolTestLoops)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -98,11 +102,11 @@ struct HTTP1PoolTests {
     private func pool(_ server: ScriptedServer, connections: Int, maxBytes: Int = 1 << 20) throws -> HTTP1Pool {
         try HTTP1Pool(
             origin: .init(tls: false, host: "127.0.0.1", port: server.port), maxConnections: connections,
-            maxResponseBytes: maxBytes
+            maxResponseBytes: maxBytes, group: poolTestLoops
         )
     }
 
-    private func get(_ pool: HTTP1Pool, _ path: String, timeout: TimeAmount = .seconds(5)) async throws -> String {
+    private func get(_ pool: HTTP1Pool, _ path: String, timeout: TimeAmount = .seconds(30)) async throws -> String {
         let response = try await pool.execute(method: .GET, path: path, headers: [:], body: nil, timeout: timeout)
         #expect(response.status == 200)
         return String(decoding: response.body, as: UTF8.self)
@@ -172,7 +176,7 @@ struct HTTP1PoolTests {
         let server = try await ScriptedServer()
         let pool = try HTTP1Pool(
             origin: .init(tls: false, host: "127.0.0.1", port: server.port), maxConnections: 4,
-            maxIdle: .milliseconds(100)
+            maxIdle: .milliseconds(100), group: poolTestLoops
         )
         _ = try await get(pool, "/echo/1")
         _ = try await get(pool, "/echo/2")
@@ -189,7 +193,9 @@ struct HTTP1PoolTests {
         let server = try await ScriptedServer()
         let port = server.port
         await server.close()
-        let pool = try HTTP1Pool(origin: .init(tls: false, host: "127.0.0.1", port: port), maxConnections: 2)
+        let pool = try HTTP1Pool(
+            origin: .init(tls: false, host: "127.0.0.1", port: port), maxConnections: 2, group: poolTestLoops
+        )
         do {
             _ = try await pool.execute(method: .GET, path: "/", headers: [:], body: nil, timeout: .seconds(5))
             Issue.record("a request to a closed port succeeded")

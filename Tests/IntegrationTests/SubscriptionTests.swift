@@ -27,10 +27,12 @@ struct SubscriptionTests {
         let ingest: ServiceProcess
         let registry: ServiceProcess
         let dispatchers: [ServiceProcess]
+        var composer: ServiceProcess?
 
+        /// `composerEnvironment` non-nil starts banditore-composer too (port `18505 + base`).
         static func start(
             _ name: String, base: Int, channels: [Channel] = Channel.allCases, ingestEnvironment: [String: String] = [:],
-            simEnvironment: [String: String] = [:]
+            simEnvironment: [String: String] = [:], composerEnvironment: [String: String]? = nil
         ) async throws -> Town {
             let ingestPort = 18500 + base
             var simEnv = ["SIM_RATE_LIMITS": "false", "INGEST_URL": "http://127.0.0.1:\(ingestPort)"]
@@ -49,13 +51,19 @@ struct SubscriptionTests {
                     )
                 )
             }
-            return Town(harness: harness, ingest: ingest, registry: registry, dispatchers: dispatchers)
+            var town = Town(harness: harness, ingest: ingest, registry: registry, dispatchers: dispatchers)
+            if let composerEnvironment {
+                town.composer = try await harness.service(
+                    "banditore-composer", port: 18505 + base, environment: composerEnvironment
+                )
+            }
+            return town
         }
 
         var ingestURL: String { "http://127.0.0.1:\(ingest.port)" }
 
         func stop() async {
-            await harness.stop([ingest, registry] + dispatchers)
+            await harness.stop([ingest, registry] + dispatchers + (composer.map { [$0] } ?? []))
         }
 
         /// Has the simulator play citizens against ingest.

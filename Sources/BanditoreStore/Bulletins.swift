@@ -1,0 +1,140 @@
+import BanditoreCore
+import BanditorePostgres
+import Foundation
+
+/// A bulletin as stored, with where its fan-out stands.
+public struct StoredBulletin: Sendable, Hashable {
+    public var id: UUID
+    public var content: BulletinContent
+    public var state: String
+    public var scheduledFor: Date?
+    public var fanoutCursor: Int64
+    public var audienceCreated: Bool
+    public var correlationID: String
+    public var createdAt: Date
+}
+
+/// Per-channel counts of a bulletin's deliveries.
+public struct ChannelProgress: Sendable, Codable, Hashable {
+    public var audience = 0
+    public var queued = 0
+    public var sent = 0
+    public var delivered = 0
+    public var read = 0
+    public var failed = 0
+    public var skipped = 0
+    public var cancelled = 0
+
+    public init() {}
+}
+
+/// Reading and writing `bulletins`.
+public enum Bulletins {
+    /// What creating a bulletin did: created it, or found the one an earlier request with the same idempotency key
+    /// created (`replayed`), or found that key used for a different request (`conflict`).
+    public enum Created: Sendable, Hashable {
+        case created(UUID)
+        case replayed(UUID)
+        case conflict(UUID)
+    }
+
+    /// Inserts a bulletin in state `submitted`; with an idempotency key already used, returns the first bulletin
+    /// (same request) or a conflict (different request).
+    public static func create(
+        id: UUID, content: BulletinContent, correlationID: String, idempotencyKey: String?, requestHash: String,
+        on connection: PostgresConnection
+    ) async throws -> Created {
+        let body = String(decoding: try JSONEncoder().encode(content.body), as: UTF8.self)
+        let inserted = try await connection.query(
+            """
+            INSERT INTO bulletins (id, title, body, topics, channels, urgency, send_at, idempotency_key, request_hash,
+                                   correlation_id)
+            VALUES (\(id), \(content.title), \(body)::jsonb, \(content.topics)::text[],
+                    \(content.channels.map(\.rawValue))::text[], \(content.urgency.rawValue), \(content.sendAt),
+                    \(idempotencyKey), \(requestHash), \(correlationID))
+            ON CONFLICT (idempotency_key) DO NOTHING
+            """
+        )
+        if inserted.affectedRows == 1 { return .created(id) }
+        let row = try await connection.query(
+            "SELECT id, request_hash FROM bulletins WHERE idempotency_key = \(idempotencyKey)"
+        ).rows[0]
+        let (existing, hash) = try row.decode(UUID.self, String?.self)
+        return hash == requestHash ? .replayed(existing) : .conflict(existing)
+    }
+
+    public static func load(_ id: UUID, on connection: PostgresConnection, forUpdate: Bool = false)
+        async throws -> StoredBulletin?
+    {
+        let rows = try await connection.query(
+            """
+            SELECT id, title, body::text, topics, channels, urgency, send_at, state, scheduled_for, fanout_cursor,
+                   audience_created_at IS NOT NULL, coalesce(correlation_id, id::text), created_at
+              FROM bulletins WHERE id = \(id) \(unescaped: forUpdate ? "FOR UPDATE" : "")
+            """
+        ).rows
+        guard let row = rows.first else { return nil }
+        let (id, title, body, topics, channels, urgency, sendAt) = try row.decode(
+            UUID.self, String.self, String.self, [String].self, [String].self, String.self, Date?.self
+        )
+        let texts = try JSONDecoder().decode([Language: String].self, from: Data(body.utf8))
+        return StoredBulletin(
+            id: id,
+            content: BulletinContent(
+                title: title, body: texts, topics: topics, channels: channels.compactMap(Channel.init(rawValue:)),
+                urgency: BulletinContent.Urgency(rawValue: urgency) ?? .normal, sendAt: sendAt
+            ),
+            state: try row.decode(String.self, at: 7), scheduledFor: try row.decode(Date?.self, at: 8),
+            fanoutCursor: try row.decode(Int64.self, at: 9), audienceCreated: try row.decode(Bool.self, at: 10),
+            correlationID: try row.decode(String.self, at: 11), createdAt: try row.decode(Date.self, at: 12)
+        )
+    }
+
+    /// Counts of the bulletin's deliveries per channel and state.
+    public static func progress(_ id: UUID, channels: [Channel], on connection: PostgresConnection)
+        async throws -> [String: ChannelProgress]
+    {
+        var out: [String: ChannelProgress] = [:]
+        for channel in channels { out[channel.rawValue] = ChannelProgress() }
+        let rows = try await connection.query(
+            "SELECT channel, state, count(*) FROM deliveries WHERE bulletin_id = \(id) GROUP BY channel, state"
+        ).rows
+        for row in rows {
+            let (channel, state, count) = try row.decode(String.self, String.self, Int.self)
+            var progress = out[channel] ?? ChannelProgress()
+            progress.audience += count
+            switch state {
+            case "queued": progress.queued += count
+            case "sent": progress.sent += count
+            case "delivered": progress.delivered += count
+            case "read": progress.read += count
+            case "failed": progress.failed += count
+            case "skipped": progress.skipped += count
+            case "cancelled": progress.cancelled += count
+            default: break
+            }
+            out[channel] = progress
+        }
+        return out
+    }
+
+    /// Cancels a bulletin not yet fanned out or still sending: its unsent deliveries become `cancelled`. Returns
+    /// the state it was in (nil when there is no such bulletin).
+    public static func cancel(_ id: UUID, on connection: PostgresConnection) async throws -> String? {
+        let rows = try await connection.query("SELECT state FROM bulletins WHERE id = \(id) FOR UPDATE").rows
+        guard let state = try rows.first?.decode(String.self, at: 0) else { return nil }
+        guard state != "cancelled" else { return state }
+        try await connection.query(
+            "UPDATE bulletins SET state = 'cancelled', cancelled_at = now(), updated_at = now() WHERE id = \(id)"
+        )
+        try await connection.query(
+            "UPDATE deliveries SET state = 'cancelled', updated_at = now() WHERE bulletin_id = \(id) AND state = 'queued'"
+        )
+        return state
+    }
+
+    /// The topic slugs.
+    public static func topicSlugs(on connection: PostgresConnection) async throws -> Set<String> {
+        Set(try await connection.query("SELECT slug FROM topics").rows.map { try $0.decode(String.self, at: 0) })
+    }
+}

@@ -1,0 +1,177 @@
+import BanditoreCore
+import BanditoreProviderSim
+import BanditoreStore
+import BanditoreTesting
+import Foundation
+import Testing
+
+/// Bulletins posted on the admin API, composed and delivered through the simulator: ingest, the registry, the
+/// composer and a dispatcher per channel, in a vhost and a database of the test's own.
+@Suite("Bulletins end to end")
+struct BulletinTests {
+    typealias Town = SubscriptionTests.Town
+    let auth = ["Authorization": "Bearer test-admin-token", "Content-Type": "application/json"]
+
+    struct View: Decodable {
+        var id: String
+        var state: String
+        var scheduled_for: Date?
+        var progress: [String: ChannelProgress]
+    }
+
+    func view(_ town: Town, _ id: String) async throws -> View {
+        let (status, body) = try await town.get("/v1/bulletins/\(id)", headers: auth)
+        #expect(status == 200, "\(body)")
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return try decoder.decode(View.self, from: Data(body.utf8))
+    }
+
+    func post(_ town: Town, _ json: String, key: String? = nil) async throws -> (Int, String) {
+        var headers = auth
+        if let key { headers["Idempotency-Key"] = key }
+        return try await town.post("/v1/bulletins", body: Array(json.utf8), headers: headers)
+    }
+
+    func id(_ body: String) throws -> String {
+        try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])["id"] as! String
+    }
+
+    /// Waits until the bulletin's fan-out is done and nothing of it is queued.
+    func settled(_ town: Town, _ id: String) async throws -> View {
+        var last: View?
+        _ = await eventually(timeout: .seconds(90), every: .milliseconds(250)) {
+            guard let current = try? await view(town, id) else { return false }
+            last = current
+            return current.state == "sent" && current.progress.values.allSatisfy { $0.queued == 0 }
+        }
+        return try #require(last)
+    }
+
+    @Test("3,000 subscribers: a farmacie bulletin reaches exactly its followers once, in their language; an urgent one reaches everyone active; idempotent POST; bad input named; a later send_at waits")
+    func audience() async throws {
+        let town = try await Town.start(
+            "it_bulletins", base: 80,
+            composerEnvironment: ["SERVICE_HOURS_WINDOWS": "mon-sun 00:00-24:00", "COMPOSER_POLL_SECONDS": "0.2"]
+        )
+        for channel in Channel.allCases {
+            try await town.play(channel, .subscribe, first: 0, count: 1000, concurrency: 32)
+        }
+        let registered = await eventually(timeout: .seconds(60)) {
+            let row = try? await town.harness.database.query("SELECT count(*) FROM subscribers WHERE active").first
+            return (try? row?.decode(Int.self, at: 0)) == 3000
+        }
+        try #require(registered)
+        // Mixed languages and topics, and some who left: the n-th subscriber (by id) speaks
+        // it/it/zh/en/it by n % 5, follows farmacie when n % 3 == 0 and scuola when n % 2 == 0, and left when n % 10 == 7.
+        let db = town.harness.database
+        try await db.query(
+            """
+            WITH n AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM subscribers)
+            UPDATE subscribers s SET language = (ARRAY['it','it','zh','en','it'])[(n.n % 5) + 1],
+                   active = (n.n % 10 <> 7), inactive_reason = CASE WHEN n.n % 10 = 7 THEN 'command' END
+              FROM n WHERE n.id = s.id
+            """
+        )
+        try await db.query("DELETE FROM subscriber_topics")
+        try await db.query(
+            """
+            WITH n AS (SELECT id, row_number() OVER (ORDER BY id) - 1 AS n FROM subscribers)
+            INSERT INTO subscriber_topics (subscriber_id, topic)
+            SELECT id, 'farmacie' FROM n WHERE n % 3 = 0
+            UNION ALL SELECT id, 'scuola' FROM n WHERE n % 2 = 0
+            """
+        )
+        var expected: [Channel: [String: String]] = [:]  // address → language
+        var everyone: [Channel: Set<String>] = [:]
+        for row in try await db.query(
+            """
+            SELECT s.channel, s.address, s.language, EXISTS (SELECT 1 FROM subscriber_topics t
+                    WHERE t.subscriber_id = s.id AND t.topic = 'farmacie')
+              FROM subscribers s WHERE s.active
+            """
+        ).rows {
+            let (channelName, address, language, follows) = try row.decode(String.self, String.self, String.self, Bool.self)
+            let channel = Channel(rawValue: channelName)!
+            everyone[channel, default: []].insert(address)
+            if follows { expected[channel, default: [:]][address] = language }
+        }
+        #expect(everyone.values.map(\.count).reduce(0, +) == 2700)
+
+        // Bad input: a clear 4xx naming the field, and nothing created.
+        let valid =
+            #"{"title":"Farmacia di turno","body":{"it":"Oggi: farmacia Centrale.","zh":"今天：中央药房。","en":"Today: Central pharmacy."},"topics":["farmacie"]}"#
+        for (json, status, field) in [
+            (#"{"title":"T","body":{"zh":"只有中文"},"topics":["farmacie"]}"#, 422, "body.it"),
+            (#"{"title":"T","body":{"it":"x"},"topics":["mercato"]}"#, 422, "topics[0]"),
+            (#"{"title":"T","body":{"it":"\#(String(repeating: "a", count: 300))"},"topics":["farmacie"]}"#, 422, "body.it"),
+            (#"{"body":{"it":"x"},"topics":["farmacie"]}"#, 400, "title"),
+            (#"{"title":"T","body":{"it":"x"},"topics":"farmacie"}"#, 400, "topics"),
+            (#"{"title":"T","body":{"it":"x"},"topics":["farmacie"],"urgency":"soon"}"#, 422, "urgency"),
+        ] {
+            let (got, body) = try await post(town, json)
+            #expect(got == status, "\(json): \(body)")
+            #expect(body.contains(#""field":"\#(field)""#), "\(json): \(body)")
+        }
+        #expect(try await post(town, "{not json").0 == 400)
+        #expect(try await town.post("/v1/bulletins", body: Array(valid.utf8), headers: ["Authorization": "Bearer nope"]).0 == 401)
+        #expect(try await db.query("SELECT count(*) FROM bulletins").first!.decode(Int.self, at: 0) == 0)
+
+        // The same POST twice with one Idempotency-Key: one bulletin; the key with another body: refused.
+        let (status, body) = try await post(town, valid, key: "rota-2026-11-23")
+        #expect(status == 202, "\(body)")
+        let farmacie = try id(body)
+        let (again, replay) = try await post(town, valid, key: "rota-2026-11-23")
+        #expect(again == 202)
+        #expect(try id(replay) == farmacie)
+        #expect(try await post(town, valid.replacingOccurrences(of: "Centrale", with: "Nord"), key: "rota-2026-11-23").0 == 422)
+        #expect(try await db.query("SELECT count(*) FROM bulletins").first!.decode(Int.self, at: 0) == 1)
+
+        let done = try await settled(town, farmacie)
+        for channel in Channel.allCases {
+            let progress = try #require(done.progress[channel.rawValue])
+            #expect(progress.audience == expected[channel]?.count, "\(channel): \(progress)")
+            #expect(progress.sent + progress.delivered + progress.read == progress.audience, "\(channel): \(progress)")
+            let messages = try await town.harness.simMessages(channel).filter { $0.kind == "template" || channel == .telegram }
+            let received = Dictionary(grouping: messages.filter { $0.text.contains("Farmacia di turno") }, by: \.recipient)
+            #expect(Set(received.keys) == Set(expected[channel]!.keys), "\(channel): exactly the followers")
+            #expect(received.values.allSatisfy { $0.count == 1 }, "\(channel): once each")
+            let words = ["it": "farmacia Centrale", "zh": "中央药房", "en": "Central pharmacy"]
+            for (address, language) in expected[channel]! {
+                #expect(received[address]?.first?.text.contains(words[language]!) == true, "\(channel) \(address) in \(language)")
+            }
+        }
+
+        // An urgent bulletin reaches every active subscriber, whatever they follow.
+        let (urgentStatus, urgentBody) = try await post(
+            town, #"{"title":"Allerta meteo","body":{"it":"Vento forte: restate a casa."},"topics":[],"urgency":"urgent"}"#
+        )
+        #expect(urgentStatus == 202, "\(urgentBody)")
+        let urgent = try await settled(town, try id(urgentBody))
+        for channel in Channel.allCases {
+            #expect(urgent.progress[channel.rawValue]?.audience == everyone[channel]?.count, "\(channel)")
+            let reached = Set(try await town.harness.simMessages(channel).filter { $0.text.contains("Vento forte") }.map(\.recipient))
+            #expect(reached == everyone[channel], "\(channel)")
+        }
+
+        // A later send_at: scheduled for then, and sent once it has come.
+        let at = Date().addingTimeInterval(3)
+        let formatter = ISO8601DateFormatter()
+        let (laterStatus, laterBody) = try await post(
+            town,
+            #"{"title":"Scuole","body":{"it":"Mensa chiusa domani."},"topics":["scuola"],"channels":["telegram"],"send_at":"\#(formatter.string(from: at))"}"#
+        )
+        #expect(laterStatus == 202, "\(laterBody)")
+        let later = try id(laterBody)
+        let waiting = try await view(town, later)
+        #expect(waiting.state == "scheduled")
+        #expect(abs((waiting.scheduled_for ?? .distantPast).timeIntervalSince(at)) < 1)
+        #expect(waiting.progress["telegram"]?.audience == 0)
+        let sent = try await settled(town, later)
+        #expect((sent.progress["telegram"]?.sent ?? 0) > 0)
+        let firstSend = try await town.harness.simMessages(.telegram).filter { $0.text.contains("Mensa chiusa") }
+            .map(\.acceptedAt).min()
+        #expect(try #require(firstSend) >= at.addingTimeInterval(-1))
+        await town.stop()
+    }
+}
