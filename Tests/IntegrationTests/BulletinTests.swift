@@ -174,4 +174,80 @@ struct BulletinTests {
         #expect(try #require(firstSend) >= at.addingTimeInterval(-1))
         await town.stop()
     }
+
+    @Test("cancel halfway: nothing is sent once the cancel is answered and the counts add up; the composer killed mid fan-out resumes and everyone gets it once")
+    func cancelAndCrash() async throws {
+        var town = try await Town.start(
+            "it_bulletins_cancel", base: 100, channels: [.telegram],
+            composerEnvironment: [
+                "SERVICE_HOURS_WINDOWS": "mon-sun 00:00-24:00", "COMPOSER_POLL_SECONDS": "0.2",
+                "COMPOSER_CHUNK": "1", "COMPOSER_CHECKPOINT": "1",
+            ],
+            dispatcherEnvironment: ["DISPATCH_RATE_PER_SECOND": "150"]
+        )
+        try await town.play(.telegram, .subscribe, first: 0, count: 1500, concurrency: 32)
+        let registered = await eventually(timeout: .seconds(60)) {
+            let row = try? await town.harness.database.query("SELECT count(*) FROM subscribers WHERE active").first
+            return (try? row?.decode(Int.self, at: 0)) == 1500
+        }
+        try #require(registered)
+        let db = town.harness.database
+
+        // Cancel halfway through a 1,500-recipient bulletin sent at 150/s.
+        let (status, body) = try await post(
+            town, #"{"title":"Sciopero","body":{"it":"Sciopero dei trasporti scolastici."},"topics":["scuola"],"channels":["telegram"]}"#
+        )
+        #expect(status == 202, "\(body)")
+        let strike = try id(body)
+        func simCount(_ text: String) async throws -> Int {
+            try await town.harness.simMessages(.telegram).filter { $0.text.contains(text) }.count
+        }
+        let halfway = await eventually(timeout: .seconds(60), every: .milliseconds(50)) {
+            ((try? await simCount("Sciopero dei trasporti")) ?? 0) >= 200
+        }
+        #expect(halfway)
+        let (cancelStatus, cancelBody) = try await town.post(
+            "/v1/bulletins/\(strike)/cancel", body: [], headers: auth
+        )
+        #expect(cancelStatus == 200, "\(cancelBody)")
+        let atCancel = try await simCount("Sciopero dei trasporti")
+        try await Task.sleep(for: .seconds(2))
+        #expect(try await simCount("Sciopero dei trasporti") == atCancel, "sends after the cancel was answered")
+        let cancelled = try await view(town, strike)
+        #expect(cancelled.state == "cancelled")
+        let progress = try #require(cancelled.progress["telegram"])
+        #expect(progress.audience == 1500)
+        #expect(progress.queued == 0)
+        #expect(progress.cancelled > 0 && progress.sent > 0, "\(progress)")
+        #expect(progress.sent + progress.cancelled + progress.failed == progress.audience, "\(progress)")
+        #expect(progress.sent == atCancel, "\(progress) vs \(atCancel) received")
+
+        // The composer killed with SIGKILL mid fan-out (one recipient per job and per checkpoint, so it takes a
+        // while), then started again: it resumes at its cursor and every follower gets the bulletin once.
+        let (crashStatus, crashBody) = try await post(
+            town, #"{"title":"Iscrizioni","body":{"it":"Iscrizioni al nido aperte."},"topics":["scuola"],"channels":["telegram"]}"#
+        )
+        #expect(crashStatus == 202, "\(crashBody)")
+        let enrolment = try id(crashBody)
+        let midway = await eventually(timeout: .seconds(60), every: .milliseconds(20)) {
+            let row = try? await db.query(
+                "SELECT state = 'sending' AND fanout_cursor > 0 FROM bulletins WHERE id = \(UUID(uuidString: enrolment)!)"
+            ).first
+            return (try? row?.decode(Bool.self, at: 0)) == true
+        }
+        #expect(midway, "the fan-out was over before it could be interrupted")
+        let composer = try #require(town.composer)
+        composer.signal(SIGKILL)
+        _ = await composer.waitForExit()
+        town.composer = try await town.harness.service(
+            "banditore-composer", port: 18605,
+            environment: ["SERVICE_HOURS_WINDOWS": "mon-sun 00:00-24:00", "COMPOSER_POLL_SECONDS": "0.2"]
+        )
+        let done = try await settled(town, enrolment)
+        #expect(done.progress["telegram"]?.sent == 1500, "\(done.progress)")
+        let received = try await town.harness.simMessages(.telegram).filter { $0.text.contains("Iscrizioni al nido") }
+        #expect(received.count == 1500)
+        #expect(Set(received.map(\.recipient)).count == 1500, "duplicates after the restart")
+        await town.stop()
+    }
 }

@@ -32,7 +32,8 @@ struct SubscriptionTests {
         /// `composerEnvironment` non-nil starts banditore-composer too (port `18505 + base`).
         static func start(
             _ name: String, base: Int, channels: [Channel] = Channel.allCases, ingestEnvironment: [String: String] = [:],
-            simEnvironment: [String: String] = [:], composerEnvironment: [String: String]? = nil
+            simEnvironment: [String: String] = [:], composerEnvironment: [String: String]? = nil,
+            dispatcherEnvironment: [String: String] = [:]
         ) async throws -> Town {
             let ingestPort = 18500 + base
             var simEnv = ["SIM_RATE_LIMITS": "false", "INGEST_URL": "http://127.0.0.1:\(ingestPort)"]
@@ -48,6 +49,7 @@ struct SubscriptionTests {
                     try await harness.dispatcher(
                         channel, port: 18502 + base + offset,
                         environment: ["DISPATCH_RATE_PER_SECOND": "0", "DISPATCH_RECIPIENT_INTERVAL_SECONDS": "0.05"]
+                            .merging(dispatcherEnvironment) { $1 }
                     )
                 )
             }
