@@ -172,6 +172,32 @@ struct BulletinTests {
         let firstSend = try await town.harness.simMessages(.telegram).filter { $0.text.contains("Mensa chiusa") }
             .map(\.acceptedAt).min()
         #expect(try #require(firstSend) >= at.addingTimeInterval(-1))
+
+        // The command line, as an admin uses it: topics, post and follow to the end, status, cancel.
+        let banditore = ServiceProcess.binaryDirectory.appending(path: "banditore").path
+        let api = ["BANDITORE_API_URL": town.ingestURL, "BANDITORE_ADMIN_TOKEN": "test-admin-token"]
+        let topics = try await runCLI(banditore, ["topics"], api)
+        #expect(topics.status == 0, "\(topics.output)")
+        #expect(topics.output.contains("farmacie") && topics.output.contains("protezione-civile"), "\(topics.output)")
+        let posted = try await runCLI(
+            banditore,
+            ["post", "--title", "Festa", "--it", "Festa in piazza sabato.", "--en", "Party on Saturday.", "--urgent",
+             "--channel", "telegram", "--follow"],
+            api
+        )
+        #expect(posted.status == 0, "\(posted.output)")
+        let cliID = try #require(
+            posted.output.split(separator: " ").dropFirst().first.map(String.init), "\(posted.output)"
+        )
+        #expect(posted.output.contains("[sent, urgent]"), "\(posted.output)")
+        let telegramFollowers = everyone[.telegram]!.count
+        #expect(posted.output.contains("\(telegramFollowers)/\(telegramFollowers)"), "\(posted.output)")
+        let shown = try await runCLI(banditore, ["status", cliID], api)
+        #expect(shown.status == 0 && shown.output.contains("telegram"), "\(shown.output)")
+        let unauthorized = try await runCLI(banditore, ["status", cliID], ["BANDITORE_API_URL": town.ingestURL])
+        #expect(unauthorized.status != 0 && unauthorized.output.contains("401"), "\(unauthorized.output)")
+        let cancelled = try await runCLI(banditore, ["cancel", cliID], api)
+        #expect(cancelled.status == 0 && cancelled.output.contains("[cancelled, urgent]"), "\(cancelled.output)")
         await town.stop()
     }
 

@@ -13,8 +13,12 @@ import Logging
 struct Banditore: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "banditore",
-        abstract: "Operate Banditore: database migrations, the broker's topology, subscribers, dead letters.",
-        subcommands: [Migrate.self, Topology.self, Subscribers.self, DeadLetterCommands.self]
+        abstract: "Operate Banditore: bulletins (through the admin API), database migrations, the broker's topology, "
+            + "subscribers, dead letters.",
+        subcommands: [
+            Post.self, Status.self, Cancel.self, Topics.self, Migrate.self, Topology.self, Subscribers.self,
+            DeadLetterCommands.self,
+        ]
     )
 }
 
