@@ -101,6 +101,7 @@ let package = Package(
         .target(
             name: "BanditoreStore",
             dependencies: [
+                "BanditoreCore",
                 "BanditorePostgres",
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -31,8 +31,8 @@ final class BulletinCancellations: Sendable {
                 .decode(Bool.self, at: 0)) ?? false
         cache.withLock { cache in
             if cache.count > 1000 { cache.removeAll() }
-            cache[bulletin] = Entry(checked: now, cancelled: cancelled ?? false)
+            cache[bulletin] = Entry(checked: now, cancelled: cancelled)
         }
-        return cancelled ?? false
+        return cancelled
     }
 }

@@ -75,7 +75,7 @@ public struct CommandHandler: Sendable {
                 let wasActive = existing.active
                 existing.active = true
                 subscriber = existing
-                if let topic { try await existing.follow(topic.slug, on: connection) }
+                if let topic { _ = try await existing.follow(topic.slug, on: connection) }
                 let followed = try await existing.topics(catalogue, on: connection)
                 reply = wasActive ? .alreadySubscribed(topics: followed) : .welcomeBack(topics: followed)
             } else {

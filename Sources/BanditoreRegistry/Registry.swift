@@ -93,7 +93,7 @@ public final class Registry: Service, Sendable {
 
     /// Every 30 s: applies providers' reports that came before their send was recorded, forgets old ones.
     private func maintain() async {
-        try? await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(30))
                 do {
@@ -143,7 +143,7 @@ public final class Registry: Service, Sendable {
         let handler = self.handler
         let outcome = try await database.withTransaction { try await handler.apply(command, on: $0) }
         if let kept = outcome.keptReport {
-            try await database.withConnection {
+            _ = try await database.withConnection {
                 try await DeliveryReports.applyKept(
                     channel: kept.channel, providerMessageIDs: [kept.providerMessageID], on: $0
                 )

@@ -104,7 +104,7 @@ public final class OutboxRelay: Service, Sendable {
     }
 
     public func run() async throws {
-        try? await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             while !Task.isCancelled {
                 do {
                     let count = try await self.sweep()
