@@ -34,7 +34,21 @@ struct BulletinRoutes: Sendable {
         router.get("v1/topics") { request, _ in
             await authorized(request) { await topics() }
         }
+        router.add(middleware: MethodNotAllowed())
+        // The API's own description, public like any documentation.
+        let document = Self.openAPIDocument
+        router.get("v1/openapi.yaml") { _, _ -> Response in
+            guard let document else { return .problem(.notFound, "not_found", "the OpenAPI document is not installed") }
+            return Response(
+                status: .ok, headers: [.contentType: "application/yaml; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: document))
+            )
+        }
     }
+
+    /// `openapi.yaml`, kept beside this file and shipped as the module's resource.
+    static let openAPIDocument: String? = Bundle.module.url(forResource: "openapi", withExtension: "yaml")
+        .flatMap { try? String(contentsOf: $0, encoding: .utf8) }
 
     private func authorized(_ request: Request, _ body: () async -> Response) async -> Response {
         guard tokens.authorizes(request.headers[.authorization]) else { return AdminRoutes.unauthorized }
@@ -260,5 +274,36 @@ struct BulletinRoutes: Sendable {
         } catch {
             return databaseAway
         }
+    }
+}
+
+/// The admin API's paths answer a method they do not take with 405 and `Allow` (not 404): a client that used the
+/// wrong method learns which ones the path takes.
+struct MethodNotAllowed: RouterMiddleware {
+    typealias Context = BasicRequestContext
+
+    static func allowed(_ path: String) -> [String]? {
+        let parts = path.split(separator: "/", omittingEmptySubsequences: true)
+        guard parts.first == "v1" else { return nil }
+        switch (parts.count, parts.count > 1 ? parts[1] : "") {
+        case (2, "bulletins"): return ["POST"]
+        case (3, "bulletins"): return ["GET", "HEAD"]
+        case (4, "bulletins") where parts[3] == "cancel": return ["POST"]
+        case (2, "topics"), (2, "stats"), (2, "openapi.yaml"): return ["GET", "HEAD"]
+        default: return nil
+        }
+    }
+
+    @concurrent func handle(
+        _ request: Request, context: Context, next: @concurrent (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        if let allowed = Self.allowed(request.uri.path), !allowed.contains(request.method.rawValue) {
+            var response = Response.problem(
+                .methodNotAllowed, "method_not_allowed", "\(request.method.rawValue) is not allowed here"
+            )
+            response.headers[.allow] = allowed.joined(separator: ", ")
+            return response
+        }
+        return try await next(request, context)
     }
 }

@@ -40,7 +40,7 @@ struct BulletinTests {
     /// Waits until the bulletin's fan-out is done and nothing of it is queued.
     func settled(_ town: Town, _ id: String) async throws -> View {
         var last: View?
-        _ = await eventually(timeout: .seconds(90), every: .milliseconds(250)) {
+        _ = await eventually(timeout: .seconds(180), every: .milliseconds(250)) {
             guard let current = try? await view(town, id) else { return false }
             last = current
             return current.state == "sent" && current.progress.values.allSatisfy { $0.queued == 0 }
@@ -201,7 +201,7 @@ struct BulletinTests {
         await town.stop()
     }
 
-    @Test("cancel halfway: nothing is sent once the cancel is answered and the counts add up; the composer killed mid fan-out resumes and everyone gets it once")
+    @Test("cancel halfway: nothing is sent once the cancel is answered and the counts add up; the composer killed mid fan-out resumes and everyone gets it once; a normal bulletin waits for the service window")
     func cancelAndCrash() async throws {
         var town = try await Town.start(
             "it_bulletins_cancel", base: 100, channels: [.telegram],
@@ -274,6 +274,42 @@ struct BulletinTests {
         let received = try await town.harness.simMessages(.telegram).filter { $0.text.contains("Iscrizioni al nido") }
         #expect(received.count == 1500)
         #expect(Set(received.map(\.recipient)).count == 1500, "duplicates after the restart")
+
+        // A service window that opens at the next full minute (at least 20 s away, UTC): a normal bulletin posted
+        // before it is scheduled for its opening and goes then, not before.
+        let now = Date()
+        var opening = Date(timeIntervalSince1970: (now.timeIntervalSince1970 / 60).rounded(.down) * 60 + 60)
+        if opening.timeIntervalSince(now) < 20 { opening.addTimeInterval(60) }
+        var utc = Calendar(identifier: .gregorian)
+        utc.timeZone = TimeZone(identifier: "UTC")!
+        let parts = utc.dateComponents([.hour, .minute], from: opening)
+        guard parts.hour! < 23 || parts.minute! < 58 else { await town.stop(); return }  // no window across midnight
+        let window = String(format: "mon-sun %02d:%02d-23:59", parts.hour!, parts.minute!)
+        let restarted = try #require(town.composer)
+        restarted.signal(SIGTERM)
+        #expect(await restarted.waitForExit() == 0)
+        town.composer = try await town.harness.service(
+            "banditore-composer", port: 18605,
+            environment: [
+                "SERVICE_HOURS_WINDOWS": window, "SERVICE_HOURS_TIME_ZONE": "UTC", "COMPOSER_POLL_SECONDS": "0.2",
+            ]
+        )
+        let (windowStatus, windowBody) = try await post(
+            town, #"{"title":"Mensa","body":{"it":"Menu della settimana."},"topics":["scuola"],"channels":["telegram"]}"#
+        )
+        #expect(windowStatus == 202, "\(windowBody)")
+        let menu = try id(windowBody)
+        let scheduled = await eventually(timeout: .seconds(10)) {
+            (try? await view(town, menu))?.state == "scheduled"
+        }
+        #expect(scheduled)
+        let waiting = try await view(town, menu)
+        #expect(waiting.scheduled_for == opening, "\(String(describing: waiting.scheduled_for)) vs \(opening) for \(window)")
+        let menuSent = try await settled(town, menu)
+        #expect(menuSent.progress["telegram"]?.sent == 1500)
+        let first = try await town.harness.simMessages(.telegram).filter { $0.text.contains("Menu della settimana") }
+            .map(\.acceptedAt).min()
+        #expect(try #require(first) >= opening)
         await town.stop()
     }
 }
