@@ -83,14 +83,23 @@ final class HTTP1Pool: Sendable {
         while true {
             attempt += 1
             let (channel, reused) = try await lease(deadline: deadline)
-            let promise = channel.eventLoop.makePromise(of: HTTP1Exchange.Answer.self)
+            guard deadline > .now() else {
+                // Waited too long for a connection: give it back unused rather than send a request already late
+                // (its answer would be thrown away while the provider acts on it).
+                release(channel, reusable: true)
+                throw HTTP1PoolError.timedOut
+            }
+            let answer = HTTP1Exchange.Completion(channel.eventLoop.makePromise(of: HTTP1Exchange.Answer.self))
             let exchange = HTTP1Exchange(
                 head: head, body: body.map { channel.allocator.buffer(bytes: $0) }, deadline: deadline,
-                maxResponseBytes: maxResponseBytes, promise: promise
+                maxResponseBytes: maxResponseBytes, completion: answer
             )
-            channel.writeAndFlush(exchange, promise: nil)
+            // A channel closed before the write reaches the handler fails the write here, not in the handler.
+            let written = channel.eventLoop.makePromise(of: Void.self)
+            written.futureResult.whenFailure { _ in answer.complete(.failure(HTTP1PoolError.closedBeforeWriting)) }
+            channel.writeAndFlush(exchange, promise: written)
             do {
-                let answer = try await promise.futureResult.get()
+                let answer = try await answer.promise.futureResult.get()
                 release(channel, reusable: answer.keepAlive)
                 return Response(status: answer.status, body: answer.body)
             } catch let error as HTTP1PoolError {
@@ -261,7 +270,23 @@ struct HTTP1Exchange: Sendable {
     var body: ByteBuffer?
     var deadline: NIODeadline
     var maxResponseBytes: Int
-    var promise: EventLoopPromise<Answer>
+    var completion: Completion
+
+    /// The promise of the answer, completed once whoever comes first (the handler, or a failed write).
+    final class Completion: Sendable {
+        let promise: EventLoopPromise<Answer>
+        private let done = Atomic(false)
+
+        init(_ promise: EventLoopPromise<Answer>) {
+            self.promise = promise
+        }
+
+        func complete(_ result: Result<Answer, any Error>) {
+            guard done.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
+            else { return }
+            promise.completeWith(result)
+        }
+    }
 }
 
 /// Writes an ``HTTP1Exchange``'s request and completes its promise with the answer, or with an error when the
@@ -281,8 +306,11 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler {
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let exchange = unwrapOutboundIn(data)
-        guard current == nil, context.channel.isActive else {
-            exchange.promise.fail(current == nil ? HTTP1PoolError.closedBeforeWriting : HTTP1PoolError.io("busy"))
+        guard current == nil, context.channel.isActive, exchange.deadline > .now() else {
+            let error: HTTP1PoolError =
+                current != nil ? .io("busy") : context.channel.isActive ? .timedOut : .closedBeforeWriting
+            exchange.completion.complete(.failure(error))
+            promise?.fail(error)
             return
         }
         current = exchange
@@ -306,6 +334,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler {
             case .failure(let error): self.finish(.failure(HTTP1PoolError.io("\(error)")))
             }
         }
+        if let promise { done.futureResult.cascade(to: promise) }
         context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
     }
 
@@ -357,6 +386,6 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler {
         current = nil
         timeout?.cancel()
         timeout = nil
-        exchange.promise.completeWith(result)
+        exchange.completion.complete(result)
     }
 }

@@ -102,6 +102,7 @@ struct BulletinStatus: Decodable {
 
 /// Shows a bulletin's progress, redrawn until it is finished when following.
 func followStatus(_ api: APIOptions, id: String, follow: Bool) async throws {
+    let started = ContinuousClock.now
     var previous = ""
     while true {
         let status = try BulletinStatus.decode(try api.expectSuccess(try await api.call("GET", "/v1/bulletins/\(id)")))
@@ -109,6 +110,11 @@ func followStatus(_ api: APIOptions, id: String, follow: Bool) async throws {
         if text != previous {
             print(text)
             previous = text
+        }
+        if follow, status.finished {
+            let elapsed = ContinuousClock.now - started
+            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            print(String(format: "done in %.1f s", seconds))
         }
         if !follow || status.finished { return }
         try await Task.sleep(for: .milliseconds(500))

@@ -56,9 +56,14 @@ final class DispatchHarness: Sendable {
 
     var simURL: String { "http://127.0.0.1:\(sim.port)" }
 
-    /// Starts `banditore-dispatch-<channel>` against this harness and waits until it answers.
+    /// Starts `banditore-dispatch-<channel>` against this harness and waits until it answers. Its provider timeout
+    /// is 30 s unless `environment` says otherwise: a loaded test machine can stall a process for seconds, and a
+    /// request that timed out after the simulator took it is sent again (as it must be: the dispatcher cannot know).
     func dispatcher(_ channel: Channel, port: Int, environment: [String: String] = [:]) async throws -> ServiceProcess {
-        try await service("banditore-dispatch-\(channel.rawValue)", port: port, environment: environment)
+        try await service(
+            "banditore-dispatch-\(channel.rawValue)", port: port,
+            environment: ["DISPATCH_REQUEST_TIMEOUT_SECONDS": "30"].merging(environment) { $1 }
+        )
     }
 
     /// Starts a Banditore service against this harness (its vhost, database and simulator) and waits until it
