@@ -103,12 +103,22 @@ struct BulletinStatus: Decodable {
 /// Shows a bulletin's progress, redrawn until it is finished when following.
 func followStatus(_ api: APIOptions, id: String, follow: Bool) async throws {
     let started = ContinuousClock.now
+    // On a terminal the bars are redrawn in place; into a file or a pipe each change is a new block.
+    let terminal = isatty(STDOUT_FILENO) == 1
     var previous = ""
     while true {
         let status = try BulletinStatus.decode(try api.expectSuccess(try await api.call("GET", "/v1/bulletins/\(id)")))
         let text = status.render()
         if text != previous {
-            print(text)
+            if terminal, !previous.isEmpty {
+                let lines = previous.split(separator: "\n", omittingEmptySubsequences: false).count
+                print("\u{1B}[\(lines)A", terminator: "")
+                print(text.split(separator: "\n", omittingEmptySubsequences: false).map { "\u{1B}[2K" + $0 }
+                    .joined(separator: "\n"))
+            } else {
+                print(text)
+            }
+            fflush(nil)
             previous = text
         }
         if follow, status.finished {
