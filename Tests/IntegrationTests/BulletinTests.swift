@@ -163,6 +163,11 @@ struct BulletinTests {
         )
         #expect(laterStatus == 202, "\(laterBody)")
         let later = try id(laterBody)
+        // The composer takes the bulletin a moment after the 202.
+        let laterScheduled = await eventually(timeout: .seconds(10)) {
+            (try? await view(town, later))?.state == "scheduled"
+        }
+        #expect(laterScheduled)
         let waiting = try await view(town, later)
         #expect(waiting.state == "scheduled")
         #expect(abs((waiting.scheduled_for ?? .distantPast).timeIntervalSince(at)) < 1)
