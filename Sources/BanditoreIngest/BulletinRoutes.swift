@@ -88,7 +88,7 @@ struct BulletinRoutes: Sendable {
             return .invalidField("Idempotency-Key", "between 1 and 200 characters", status: .badRequest)
         }
         do {
-            let known = try await database.withConnection { try await Bulletins.topicSlugs(on: $0) }
+            let known = Set(try await database.withConnection { try await Topics.load(on: $0) }.map(\.slug))
             let content = try draft.validated(knownTopics: known)
             try BulletinRendering.check(content, templates: templates)
             let id = UUID()
@@ -261,14 +261,12 @@ struct BulletinRoutes: Sendable {
 
     private func topics() async -> Response {
         do {
-            let rows = try await database.query("SELECT slug, name_it, name_zh, name_en FROM topics ORDER BY slug").rows
-            var out: [TopicView] = []
-            for row in rows {
-                let (slug, it, zh, en) = try row.decode(String.self, String.self, String?.self, String?.self)
-                var names = ["it": it]
-                names["zh"] = zh
-                names["en"] = en
-                out.append(TopicView(slug: slug, names: names))
+            let topics = try await database.withConnection { try await Topics.load(on: $0) }
+            let out = topics.map { topic in
+                TopicView(
+                    slug: topic.slug,
+                    names: Dictionary(uniqueKeysWithValues: topic.names.map { ($0.key.rawValue, $0.value) })
+                )
             }
             return .json(["topics": out])
         } catch {

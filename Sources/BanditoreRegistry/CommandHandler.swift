@@ -196,17 +196,8 @@ public final class TopicCatalogue: Sendable {
 
     public func all(_ connection: PostgresConnection) async throws -> [TopicInfo] {
         if let cached = cache.withLock({ $0 }), ContinuousClock.now - cached.at < lifetime { return cached.topics }
-        let rows = try await connection.query("SELECT slug, name_it, name_zh, name_en FROM topics ORDER BY slug").rows
-        var topics: [TopicInfo] = []
-        for row in rows {
-            let (slug, it, zh, en) = try row.decode(String.self, String.self, String?.self, String?.self)
-            var names: [Language: String] = [.italian: it]
-            names[.chinese] = zh
-            names[.english] = en
-            topics.append(TopicInfo(slug: slug, names: names))
-        }
-        let loaded = topics
-        cache.withLock { $0 = (ContinuousClock.now, loaded) }
+        let topics = try await Topics.load(on: connection)
+        cache.withLock { $0 = (ContinuousClock.now, topics) }
         return topics
     }
 }

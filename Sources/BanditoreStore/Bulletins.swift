@@ -133,8 +133,20 @@ public enum Bulletins {
         return state
     }
 
-    /// The topic slugs.
-    public static func topicSlugs(on connection: PostgresConnection) async throws -> Set<String> {
-        Set(try await connection.query("SELECT slug FROM topics").rows.map { try $0.decode(String.self, at: 0) })
+}
+
+/// The topics citizens can follow, with their names.
+public enum Topics {
+    public static func load(on connection: PostgresConnection) async throws -> [TopicInfo] {
+        let rows = try await connection.query("SELECT slug, name_it, name_zh, name_en FROM topics ORDER BY slug").rows
+        var topics: [TopicInfo] = []
+        for row in rows {
+            let (slug, it, zh, en) = try row.decode(String.self, String.self, String?.self, String?.self)
+            var names: [Language: String] = [.italian: it]
+            names[.chinese] = zh
+            names[.english] = en
+            topics.append(TopicInfo(slug: slug, names: names))
+        }
+        return topics
     }
 }
