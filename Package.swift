@@ -113,6 +113,7 @@ let package = Package(
             dependencies: [
                 "BanditoreAMQP",
                 "BanditorePostgres",
+                "BanditoreChannels",
                 "BanditoreCore",
                 "BanditoreStore",
                 .product(name: "Logging", package: "swift-log"),

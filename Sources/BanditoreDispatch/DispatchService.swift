@@ -7,27 +7,8 @@ import ServiceLifecycle
 /// A dispatcher executable: the runtime (broker, database, health and metrics) plus a ``Dispatcher`` for one
 /// channel with its sender, configured from flags and environment variables.
 ///
-/// | key (environment variable) | type | default | |
-/// |---|---|---|---|
-/// | `dispatch.ratePerSecond` (`DISPATCH_RATE_PER_SECOND`) | double, 0 = none | WhatsApp 80, Telegram 30, WeChat 0 | |
-/// | `dispatch.rateHeadroom` (`DISPATCH_RATE_HEADROOM`) | double 0…0.5 | 0.04 | |
-/// | `dispatch.rateLimitKey` (`DISPATCH_RATE_LIMIT_KEY`) | string | the channel | |
-/// | `dispatch.maxInFlight` (`DISPATCH_MAX_IN_FLIGHT`) | int | 64 | |
-/// | `dispatch.prefetch` (`DISPATCH_PREFETCH`) | int | 4 | |
-/// | `dispatch.maxAttempts` (`DISPATCH_MAX_ATTEMPTS`) | int | 6 | |
-/// | `dispatch.recipientIntervalSeconds` (`DISPATCH_RECIPIENT_INTERVAL_SECONDS`) | double | WhatsApp 6, Telegram 1, WeChat 0 | |
-/// | `dispatch.statusIntervalMilliseconds` (`DISPATCH_STATUS_INTERVAL_MILLISECONDS`) | int | 50 | |
-/// | `dispatch.retryBackoffScale` (`DISPATCH_RETRY_BACKOFF_SCALE`) | double 0.001…1 | 1 | |
-/// | `dispatch.requestTimeoutSeconds` (`DISPATCH_REQUEST_TIMEOUT_SECONDS`) | double | 10 | |
-/// | `whatsapp.apiUrl` (`WHATSAPP_API_URL`) | string | `http://127.0.0.1:9090` | |
-/// | `whatsapp.apiVersion` (`WHATSAPP_API_VERSION`) | string | `v21.0` | |
-/// | `whatsapp.phoneNumberId` (`WHATSAPP_PHONE_NUMBER_ID`) | string | `1065403` | |
-/// | `whatsapp.accessToken` (`WHATSAPP_ACCESS_TOKEN`) | string | `sim-whatsapp-token` | secret |
-/// | `telegram.apiUrl` (`TELEGRAM_API_URL`) | string | `http://127.0.0.1:9090` | |
-/// | `telegram.botToken` (`TELEGRAM_BOT_TOKEN`) | string | `7770001:sim-telegram-token` | secret |
-/// | `wechat.apiUrl` (`WECHAT_API_URL`) | string | `http://127.0.0.1:9090` | |
-/// | `wechat.appId` (`WECHAT_APP_ID`) | string | `wxsim0000000001` | |
-/// | `wechat.appSecret` (`WECHAT_APP_SECRET`) | string | `sim-wechat-app-secret` | secret |
+/// Its settings, with their environment variables and defaults, are tabled in the README (which
+/// `scripts/check-config` holds to the `reader` calls here).
 public enum DispatchService {
     public static let defaultPorts: [Channel: Int] = [.whatsapp: 8083, .telegram: 8084, .wechat: 8085]
 
@@ -42,7 +23,10 @@ public enum DispatchService {
     /// Runs `banditore-dispatch-<channel>` until SIGTERM or SIGINT.
     public static func run(channel: Channel) async throws {
         try await ServiceRunner.run(
-            ServiceDescription(name: "banditore-dispatch-\(channel.rawValue)", defaultPort: defaultPorts[channel]!)
+            ServiceDescription(
+                name: "banditore-dispatch-\(channel.rawValue)", defaultPort: defaultPorts[channel]!,
+                queues: BanditoreTopology.dispatchQueues(channel)
+            )
         ) { context in
             try makeParts(channel: channel, context: context)
         }

@@ -8,17 +8,8 @@ import Hummingbird
 /// The `banditore-ingest` executable: the runtime (broker, database, health and metrics) plus the channels'
 /// webhooks and the admin API.
 ///
-/// | key (environment variable) | type | default | |
-/// |---|---|---|---|
-/// | `ingest.maxBodyBytes` (`INGEST_MAX_BODY_BYTES`) | int | 262144 | |
-/// | `whatsapp.appSecret` (`WHATSAPP_APP_SECRET`) | string | `sim-whatsapp-app-secret` | secret |
-/// | `whatsapp.verifyToken` (`WHATSAPP_VERIFY_TOKEN`) | string | `sim-whatsapp-verify-token` | secret |
-/// | `telegram.webhookSecret` (`TELEGRAM_WEBHOOK_SECRET`) | string | `sim-telegram-secret` | secret |
-/// | `wechat.token` (`WECHAT_TOKEN`) | string | `sim-wechat-token` | secret |
-/// | `admin.tokens` (`ADMIN_TOKENS`) | comma-separated strings | none: the admin API refuses everyone | secret |
-/// | `outbox.sweepSeconds` (`OUTBOX_SWEEP_SECONDS`) | double | 2 | |
-/// | `whatsapp.bulletinTemplate` (`WHATSAPP_BULLETIN_TEMPLATE`) | string | `banditore_bulletin` | checked at POST |
-/// | `wechat.bulletinTemplateId` (`WECHAT_BULLETIN_TEMPLATE_ID`) | string | `banditore-bulletin` | checked at POST |
+/// Its settings, with their environment variables and defaults, are tabled in the README (which
+/// `scripts/check-config` holds to the `reader` calls here).
 public enum IngestService {
     public static let defaultPort = 8080
 
@@ -58,10 +49,7 @@ public enum IngestService {
         )
         let bulletins = BulletinRoutes(
             tokens: tokens, database: database, relay: relay,
-            templates: BulletinTemplates(
-                whatsappName: reader.string(forKey: "whatsapp.bulletinTemplate", default: "banditore_bulletin"),
-                wechatID: reader.string(forKey: "wechat.bulletinTemplateId", default: "banditore-bulletin")
-            ),
+            templates: BulletinTemplates(reader: reader),
             maxBodyBytes: reader.int(forKey: "ingest.maxBodyBytes", default: 256 * 1024), logger: context.logger
         )
         return ServiceParts(services: [relay]) { router in

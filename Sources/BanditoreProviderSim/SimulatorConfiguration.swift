@@ -6,43 +6,10 @@ import Foundation
 /// (`--sim-faults-error-rate 0.2` or `SIM_FAULTS_ERROR_RATE=0.2`); the `behaviour` part can also be changed while it
 /// runs with `PUT /sim/settings/{channel}`.
 ///
-/// Credentials use the same keys as ingest and the dispatchers, so one environment lines them all up:
+/// Credentials use the same keys as ingest and the dispatchers, so one environment lines them all up.
 ///
-/// | key (environment variable) | type | default | |
-/// |---|---|---|---|
-/// | `whatsapp.phoneNumberId` (`WHATSAPP_PHONE_NUMBER_ID`) | string | `1065403` | |
-/// | `whatsapp.accessToken` (`WHATSAPP_ACCESS_TOKEN`) | string | `sim-whatsapp-token` | secret |
-/// | `whatsapp.appSecret` (`WHATSAPP_APP_SECRET`) | string | `sim-whatsapp-app-secret` | secret |
-/// | `whatsapp.templates` (`WHATSAPP_TEMPLATES`) | `name:parameters,…` | `banditore_bulletin:2` | |
-/// | `telegram.botToken` (`TELEGRAM_BOT_TOKEN`) | string | `7770001:sim-telegram-token` | secret |
-/// | `telegram.webhookSecret` (`TELEGRAM_WEBHOOK_SECRET`) | string | `sim-telegram-secret` | secret |
-/// | `wechat.appId` (`WECHAT_APP_ID`) | string | `wxsim0000000001` | |
-/// | `wechat.appSecret` (`WECHAT_APP_SECRET`) | string | `sim-wechat-app-secret` | secret |
-/// | `wechat.token` (`WECHAT_TOKEN`) | string | `sim-wechat-token` | secret |
-/// | `wechat.accountId` (`WECHAT_ACCOUNT_ID`) | string | `gh_1a2b3c4d5e6f` | |
-/// | `wechat.templates` (`WECHAT_TEMPLATES`) | `id,…` (empty: any) | empty | |
-/// | `ingest.url` (`INGEST_URL`) | string | `http://127.0.0.1:8080` | |
-/// | `sim.rateLimits` (`SIM_RATE_LIMITS`) | bool | true | |
-/// | `sim.whatsapp.messagesPerSecond` | double | 80 | |
-/// | `sim.whatsapp.pairIntervalSeconds`, `sim.whatsapp.pairBurst` | double, int | 6, 3 | |
-/// | `sim.telegram.messagesPerSecond`, `sim.telegram.paidMessagesPerSecond` | double | 30, 1000 | |
-/// | `sim.telegram.chatMessagesPerSecond`, `sim.telegram.chatBurst` | double, int | 1, 3 | |
-/// | `sim.telegram.groupMessagesPerMinute` | double | 20 | |
-/// | `sim.wechat.callsPerSecond` | double | 0 (no limit) | |
-/// | `sim.wechat.tokenLifetimeSeconds`, `sim.wechat.tokenOverlapSeconds` | int | 7200, 300 | |
-/// | `sim.wechat.tokenDailyQuota`, `sim.wechat.customDailyQuota`, `sim.wechat.templateDailyQuota` | int | 2000, 500000, 100000 | |
-/// | `sim.wechat.repliesPerMessage` | int | 5 | |
-/// | `sim.faults.errorRate`, `sim.faults.timeoutRate` | double 0…1 | 0, 0 | |
-/// | `sim.faults.timeoutSeconds` | double | 30 | |
-/// | `sim.latency.ms`, `sim.latency.jitterMs`, `sim.latency.tailShare`, `sim.latency.tailMs` | double | 0, 0, 0, 0 | |
-/// | `sim.<channel>.errorRate`, `.timeoutRate`, `.latencyMs` | double | the `sim.faults`/`sim.latency` value | |
-/// | `sim.blocked`, `sim.unknown` | `channel:address,…` | empty | |
-/// | `sim.blockedShare`, `sim.unknownShare` | double 0…1 | 0, 0 | |
-/// | `sim.whatsapp.failuresInResponse` | bool | false | |
-/// | `sim.enforceWindows` (`SIM_ENFORCE_WINDOWS`) | bool | true | |
-/// | `sim.statusWebhooks` (`SIM_STATUS_WEBHOOKS`) | bool | true | |
-/// | `sim.recordLimit` (`SIM_RECORD_LIMIT`) | int | 1000000 | |
-/// | `sim.seed` (`SIM_SEED`) | int | random | |
+/// Its settings, with their environment variables and defaults, are tabled in the README (which
+/// `scripts/check-config` holds to the `reader` calls here).
 public struct SimulatorConfiguration: Sendable {
     // MARK: Credentials
 
@@ -202,7 +169,9 @@ extension SimulatorConfiguration {
         for channel in Channel.allCases {
             let key = "sim.\(channel.rawValue)"
             var c = b[channel]
-            c.messagesPerSecond = reader.double(forKey: ConfigKey("\(key).messagesPerSecond"), default: c.messagesPerSecond)
+            // WeChat limits API calls, not messages.
+            let rateKey = channel == .wechat ? "callsPerSecond" : "messagesPerSecond"
+            c.messagesPerSecond = reader.double(forKey: ConfigKey("\(key).\(rateKey)"), default: c.messagesPerSecond)
             c.errorRate = reader.double(forKey: ConfigKey("\(key).errorRate"), default: errorRate)
             c.timeoutRate = reader.double(forKey: ConfigKey("\(key).timeoutRate"), default: timeoutRate)
             c.latencyMs = reader.double(forKey: ConfigKey("\(key).latencyMs"), default: latency)
@@ -225,7 +194,6 @@ extension SimulatorConfiguration {
         b.telegramGroupMessagesPerMinute = reader.double(
             forKey: "sim.telegram.groupMessagesPerMinute", default: b.telegramGroupMessagesPerMinute
         )
-        b.wechat.messagesPerSecond = reader.double(forKey: "sim.wechat.callsPerSecond", default: 0)
         b.wechatTokenLifetimeSeconds = reader.int(
             forKey: "sim.wechat.tokenLifetimeSeconds", default: b.wechatTokenLifetimeSeconds
         )

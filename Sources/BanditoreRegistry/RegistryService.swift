@@ -4,17 +4,17 @@ import Configuration
 /// The `banditore-registry` executable: the runtime (broker, database, health and metrics) plus the ``Registry``
 /// and the outbox relay that publishes its replies.
 ///
-/// | key (environment variable) | type | default | |
-/// |---|---|---|---|
-/// | `registry.lanes` (`REGISTRY_LANES`) | int | 16 | |
-/// | `registry.prefetch` (`REGISTRY_PREFETCH`) | int | 128 | |
-/// | `outbox.sweepSeconds` (`OUTBOX_SWEEP_SECONDS`) | double | 2 | |
+/// Its settings, with their environment variables and defaults, are tabled in the README (which
+/// `scripts/check-config` holds to the `reader` calls here).
 public enum RegistryService {
     public static let defaultPort = 8081
 
     public static func run() async throws {
-        try await ServiceRunner.run(ServiceDescription(name: "banditore-registry", defaultPort: defaultPort)) {
-            context in
+        try await ServiceRunner.run(
+            ServiceDescription(
+                name: "banditore-registry", defaultPort: defaultPort, queues: BanditoreTopology.registryQueues
+            )
+        ) { context in
             try makeParts(context: context)
         }
     }

@@ -34,6 +34,17 @@ public enum BanditoreTopology {
     }
     public static func deadQueue(_ queue: String) -> String { "\(queue).dead" }
 
+    /// The queues whose depth a service reports on `/metrics`: what it consumes, their dead letters and (for a
+    /// dispatcher) the retries waiting out their delay.
+    public static var composerQueues: [String] { [composerBulletins, deadQueue(composerBulletins)] }
+    public static var registryQueues: [String] {
+        [registryCommands, deadQueue(registryCommands), registryEvents, deadQueue(registryEvents)]
+    }
+    public static func dispatchQueues(_ channel: Channel) -> [String] {
+        [dispatchQueue(channel), deadQueue(dispatchQueue(channel))]
+            + retryDelays.indices.map { retryQueue(channel, step: $0) }
+    }
+
     /// Everything, as one declaration.
     public static var all: AMQPTopology {
         var exchanges = [

@@ -5,9 +5,16 @@ import Metrics
 import Prometheus
 
 /// `/healthz` (the process answers), `/readyz` (broker and database reachable: 200, else 503 naming what is
-/// down) and `/metrics` (Prometheus text).
+/// down) and `/metrics` (Prometheus text, with the depth of the service's queues read from the broker at each
+/// scrape: what an operator scales dispatchers on).
 enum HealthRoutes {
-    static func add(to router: Router<BasicRequestContext>, context: ServiceContext) {
+    static func add(to router: Router<BasicRequestContext>, context: ServiceContext, queues: [String] = []) {
+        let depth = queues.map { queue in
+            (
+                name: queue, messages: Gauge(label: "banditore_queue_messages", dimensions: [("queue", queue)]),
+                consumers: Gauge(label: "banditore_queue_consumers", dimensions: [("queue", queue)])
+            )
+        }
         let brokerUp = Gauge(label: "banditore_broker_connected")
         let databaseUp = Gauge(label: "banditore_database_reachable")
         router.get("healthz") { _, _ in "ok\n" }
@@ -31,7 +38,15 @@ enum HealthRoutes {
             )
         }
         router.get("metrics") { _, _ -> Response in
-            if let amqp = context.amqp { brokerUp.record(amqp.isConnected ? 1 : 0) }
+            if let amqp = context.amqp {
+                brokerUp.record(amqp.isConnected ? 1 : 0)
+                for queue in depth {
+                    // While the broker is away the last values stay, and banditore_broker_connected says why.
+                    guard amqp.isConnected, let info = try? await amqp.inspectQueue(queue.name) else { continue }
+                    queue.messages.record(info.messageCount)
+                    queue.consumers.record(info.consumerCount)
+                }
+            }
             return Response(
                 status: .ok,
                 headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],

@@ -1,20 +1,13 @@
 import BanditoreAMQP
+import BanditoreChannels
 import BanditorePostgres
 import Configuration
 import Logging
 
 /// What every service reads at start.
 ///
-/// | key (environment variable) | type | default | |
-/// |---|---|---|---|
-/// | `amqp.url` (`AMQP_URL`) | string | `amqp://guest:guest@127.0.0.1:5673/` | secret |
-/// | `database.url` (`DATABASE_URL`) | string | `postgres://postgres@127.0.0.1:5433/banditore` | secret |
-/// | `database.maxConnections` (`DATABASE_MAX_CONNECTIONS`) | int | 8 | |
-/// | `http.host` (`HTTP_HOST`) | string | `127.0.0.1` | |
-/// | `http.port` (`HTTP_PORT`) | int | the service's own | |
-/// | `log.level` (`LOG_LEVEL`) | string | `info` | |
-/// | `log.format` (`LOG_FORMAT`) | `json` or `text` | `json` | |
-/// | `migrate.onStart` (`MIGRATE_ON_START`) | bool | false | |
+/// Its settings, with their environment variables and defaults, are tabled in the README (which
+/// `scripts/check-config` holds to the `reader` calls here).
 public struct RuntimeConfiguration: Sendable {
     public static let defaultAMQPURL = "amqp://guest:guest@127.0.0.1:5673/"
     public static let defaultDatabaseURL = "postgres://postgres@127.0.0.1:5433/banditore"
@@ -42,5 +35,17 @@ public struct RuntimeConfiguration: Sendable {
     /// The configuration read from the process environment.
     public static func fromEnvironment(defaultPort: Int) -> RuntimeConfiguration {
         RuntimeConfiguration(reader: ConfigReader(provider: EnvironmentVariablesProvider()), defaultPort: defaultPort)
+    }
+}
+
+extension BulletinTemplates {
+    /// The provider templates bulletins are sent with: ingest checks a bulletin against them when it is posted,
+    /// the composer renders with them.
+    public init(reader: ConfigReader) {
+        let defaults = BulletinTemplates()
+        self.init(
+            whatsappName: reader.string(forKey: "whatsapp.bulletinTemplate", default: defaults.whatsappName),
+            wechatID: reader.string(forKey: "wechat.bulletinTemplateId", default: defaults.wechatID)
+        )
     }
 }

@@ -18,15 +18,20 @@ public struct ServiceDescription: Sendable {
     /// False when the service answers HTTP itself (on `HTTP_HOST`/`HTTP_PORT`, with its own `/healthz`,
     /// `/readyz` and `/metrics`) instead of through the runtime's Hummingbird server.
     public var runtimeHTTP: Bool
+    /// Queues whose ready messages and consumers `/metrics` reports (`banditore_queue_messages`,
+    /// `banditore_queue_consumers`), read from the broker at each scrape.
+    public var queues: [String]
 
     public init(
-        name: String, defaultPort: Int, usesBroker: Bool = true, usesDatabase: Bool = true, runtimeHTTP: Bool = true
+        name: String, defaultPort: Int, usesBroker: Bool = true, usesDatabase: Bool = true, runtimeHTTP: Bool = true,
+        queues: [String] = []
     ) {
         self.name = name
         self.defaultPort = defaultPort
         self.usesBroker = usesBroker
         self.usesDatabase = usesDatabase
         self.runtimeHTTP = runtimeHTTP
+        self.queues = queues
     }
 }
 
@@ -135,7 +140,7 @@ public enum ServiceRunner {
 
         if description.runtimeHTTP {
             let router = Router()
-            HealthRoutes.add(to: router, context: context)
+            HealthRoutes.add(to: router, context: context, queues: description.queues)
             parts.routes(router)
             let app = Application(
                 router: router,

@@ -27,6 +27,9 @@ public enum ChildProcess {
         let out = outputPath ?? "/dev/null"
         posix_spawn_file_actions_addopen(&actions, 1, out, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // Nothing else of the test process: SwiftNIO's sockets are not close-on-exec, and a child holding a copy of
+        // a connection another test's server closed keeps it open (the client waits for an answer that never comes).
+        guard closeFrom(&actions, 3) == 0 else { throw SpawnFailed(path: path, errno: EINVAL) }
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -46,6 +49,16 @@ public enum ChildProcess {
         guard rc == 0 else { throw SpawnFailed(path: path, errno: rc) }
         return pid
     }
+
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later), which its Swift module does not import.
+    private static let closeFrom: @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32 = {
+        guard let symbol = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np") else {
+            fatalError("glibc 2.34 or later is needed (posix_spawn_file_actions_addclosefrom_np)")
+        }
+        return unsafeBitCast(
+            symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self
+        )
+    }()
 
     /// Waits for `pid` to exit and returns its exit status (128 + signal when killed).
     public static func wait(_ pid: pid_t) async -> Int32 {

@@ -49,6 +49,39 @@ struct ServiceLifecycleTests {
         #expect(process.log.contains(#""msg":"stopped""#))
     }
 
+    @Test("a dispatcher's /metrics reports the depth and consumers of its queues, read from the broker")
+    func queueDepth() async throws {
+        let servers = try await IsolatedServers.make("it_queue_depth")
+        let process = try ServiceProcess.start(
+            "banditore-dispatch-wechat", port: 18183,
+            environment: ["AMQP_URL": servers.amqpURL, "DATABASE_URL": servers.databaseURL, "MIGRATE_ON_START": "true"]
+        )
+        defer { process.signal(SIGKILL) }  // only if it is still running
+        #expect(await eventually(timeout: .seconds(30)) { await process.get("/readyz")?.status == 200 })
+        let connection = try await AMQPConnection.connect(url: servers.amqpURL, logger: Logger(label: "test.depth"))
+        // Three jobs waiting out the longest retry delay (ten minutes): they stay in that queue.
+        for _ in 0..<3 {
+            try await connection.publishConfirmed(
+                AMQPMessage(string: "{}"), exchange: BanditoreTopology.retryExchange, routingKey: "wechat.4"
+            )
+        }
+        func value(_ metrics: String, _ name: String, queue: String) -> Double? {
+            let prefix = "\(name){queue=\"\(queue)\"} "
+            return metrics.split(separator: "\n").first { $0.hasPrefix(prefix) }.flatMap {
+                Double($0.dropFirst(prefix.count))
+            }
+        }
+        let metrics = await process.get("/metrics")?.body ?? ""
+        #expect(value(metrics, "banditore_queue_messages", queue: "dispatch.wechat.retry.4") == 3, "\(metrics)")
+        #expect(value(metrics, "banditore_queue_messages", queue: "dispatch.wechat") == 0)
+        #expect(value(metrics, "banditore_queue_messages", queue: "dispatch.wechat.dead") == 0)
+        #expect(value(metrics, "banditore_queue_consumers", queue: "dispatch.wechat") == 1)
+        #expect(value(metrics, "banditore_queue_messages", queue: "dispatch.telegram") == nil, "only its own queues")
+        await connection.close()
+        process.signal(SIGTERM)
+        #expect(await process.waitForExit() == 0)
+    }
+
     @Test("on a fresh broker, a service declares every queue of the topology at start")
     func topologyDeclared() async throws {
         try await PrivateServer.with(.rabbitmq, portBase: 5793) { broker in
