@@ -1,3 +1,4 @@
+import BanditoreCore
 import Foundation
 
 /// The Telegram Bot API shape: sendMessage, its errors, updates and the webhook secret.

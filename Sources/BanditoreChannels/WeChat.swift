@@ -1,3 +1,4 @@
+import BanditoreCore
 import Crypto
 import Foundation
 

@@ -176,7 +176,12 @@ public final class Composer: Service, Sendable {
         let content = bulletin.content
         let started = ContinuousClock.now
         if !bulletin.audienceCreated {
-            let created = try await database.withTransaction { connection -> Int in
+            let created = try await database.withTransaction { connection -> Int? in
+                // The bulletin's row lock makes the audience once, whatever else holds or lost the advisory lock.
+                let pending = try await connection.query(
+                    "SELECT audience_created_at IS NULL FROM bulletins WHERE id = \(id) FOR UPDATE"
+                ).rows.first?.decode(Bool.self, at: 0)
+                guard pending == true else { return nil }
                 let inserted = try await connection.query(
                     """
                     INSERT INTO deliveries (bulletin_id, subscriber_id, channel)
@@ -186,7 +191,6 @@ public final class Composer: Service, Sendable {
                             SELECT 1 FROM subscriber_topics t
                              WHERE t.subscriber_id = s.id AND t.topic = ANY(\(content.topics)::text[])))
                      ORDER BY s.id
-                    ON CONFLICT (bulletin_id, subscriber_id, channel) DO NOTHING
                     """
                 ).affectedRows
                 try await connection.query(
@@ -194,7 +198,10 @@ public final class Composer: Service, Sendable {
                 )
                 return inserted
             }
-            logger.info("audience created", metadata: ["deliveries": "\(created)"])
+            if let created {
+                let elapsed = ContinuousClock.now - started
+                logger.info("audience created", metadata: ["deliveries": "\(created)", "elapsed": "\(elapsed)"])
+            }
         }
         var messages: [Channel: [Language: RenderedMessage]] = [:]
         for channel in content.channels {

@@ -391,7 +391,7 @@ public final class Dispatcher: Service, Sendable {
     }
 
     static func message(_ value: some Encodable, type: String, priority: UInt8?) -> AMQPMessage {
-        let body = (try? JSONEncoder().encode(value)).map(Array.init) ?? []
+        let body = (try? MessageBody.encode(value)) ?? []
         let id = (value as? DeliveryJob)?.id ?? UUID().uuidString.lowercased()
         return .json(body, type: type, messageID: id, priority: priority)
     }

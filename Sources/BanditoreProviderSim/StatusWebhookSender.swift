@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import BanditoreChannels
+import BanditoreCore
 import Foundation
 import Logging
 import struct NIOCore.ByteBuffer

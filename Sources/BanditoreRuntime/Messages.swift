@@ -1,4 +1,5 @@
 import BanditoreAMQP
+import BanditoreCore
 import Foundation
 import Logging
 import Metrics
@@ -24,9 +25,18 @@ extension AMQPMessage {
         priority: UInt8? = nil, headers: AMQPTable = [:], timestamp: Date = Date()
     ) throws -> AMQPMessage {
         json(
-            Array(try JSONEncoder().encode(value)), type: type, messageID: messageID, correlationID: correlationID,
+            try MessageBody.encode(value), type: type, messageID: messageID, correlationID: correlationID,
             priority: priority, headers: headers, timestamp: timestamp
         )
+    }
+}
+
+/// The JSON body of one of our messages: delivery jobs (hundreds of recipients each, millions for a big bulletin)
+/// with their own writer, anything else with `JSONEncoder`.
+public enum MessageBody {
+    public static func encode(_ value: some Encodable) throws -> [UInt8] {
+        if let job = value as? DeliveryJob { return job.json() }
+        return Array(try JSONEncoder().encode(value))
     }
 }
 

@@ -17,7 +17,7 @@ public enum Outbox {
         encoding value: some Encodable, type: String, messageID: String, exchange: String, routingKey: String,
         on connection: PostgresConnection
     ) async throws -> OutboxMessage {
-        let body = Array(try JSONEncoder().encode(value))
+        let body = try MessageBody.encode(value)
         let result = try await connection.query(
             """
             INSERT INTO outbox (exchange, routing_key, message_id, message_type, body)

@@ -24,3 +24,16 @@ public enum JSONText {
         return out + "\""
     }
 }
+
+extension JSONText {
+    /// Appends `value` as a quoted JSON string.
+    public static func write(_ value: String, to out: inout [UInt8]) {
+        if value.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            out += quote(value).utf8
+        } else {
+            out.append(UInt8(ascii: "\""))
+            out += value.utf8
+            out.append(UInt8(ascii: "\""))
+        }
+    }
+}
