@@ -270,6 +270,9 @@ final class Worker {
     @discardableResult
     func checkReply(_ what: String, channel: amqp_channel_t) throws -> amqp_rpc_reply_t {
         let reply = amqp_get_rpc_reply(state)
+        // An answer proves the broker alive: the RPC read the socket itself (heartbeats included, which rabbitmq-c
+        // swallows), so the idle watch would otherwise see nothing arrive on a connection that only does RPCs.
+        if reply.reply_type != AMQP_RESPONSE_LIBRARY_EXCEPTION { lastReceive = .now }
         switch reply.reply_type {
         case AMQP_RESPONSE_NORMAL:
             return reply

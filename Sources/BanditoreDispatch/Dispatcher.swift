@@ -216,6 +216,26 @@ public final class Dispatcher: Service, Sendable {
             logger.info("unfinished job handed back", metadata: ["recipients": "\(rest.recipients.count)"])
         }
         await writer.sync()
+        // One line per job (hundreds of recipients), carrying the bulletin's correlation id to the provider's end.
+        var retries = 0
+        var deadLettered = 0
+        var unreachable = 0
+        for followUp in followUps {
+            switch followUp {
+            case .none: break
+            case .retry: retries += 1
+            case .deadLetter: deadLettered += 1
+            case .unreachable: unreachable += 1
+            }
+        }
+        logger.info(
+            "job done",
+            metadata: [
+                "recipients": "\(job.recipients.count)", "skipped": "\(job.recipients.count - recipients.count)",
+                "attempted": "\(started)", "retries": "\(retries)", "dead_lettered": "\(deadLettered)",
+                "unreachable": "\(unreachable)", "attempt": "\(job.attempt)",
+            ]
+        )
     }
 
     /// The job's recipients that still need this message: for bulletins, those whose delivery is `queued` and whose

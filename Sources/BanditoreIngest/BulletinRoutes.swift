@@ -55,12 +55,8 @@ struct BulletinRoutes: Sendable {
         return await body()
     }
 
-    private var databaseAway: Response {
-        var response = Response.problem(
-            .serviceUnavailable, "database_unavailable", "the database is unavailable; retry later"
-        )
-        response.headers[.retryAfter] = "5"
-        return response
+    static var databaseAway: Response {
+        .unavailable("database_unavailable", "the database is unavailable; retry later")
     }
 
     // MARK: Create
@@ -135,7 +131,7 @@ struct BulletinRoutes: Sendable {
             return .invalidField(invalid.field, invalid.message)
         } catch {
             logger.warning("bulletin not accepted: database error", metadata: ["error": "\(String(reflecting: error))"])
-            return databaseAway
+            return Self.databaseAway
         }
     }
 
@@ -229,7 +225,7 @@ struct BulletinRoutes: Sendable {
             }
             return .json(view)
         } catch {
-            return databaseAway
+            return Self.databaseAway
         }
     }
 
@@ -250,7 +246,7 @@ struct BulletinRoutes: Sendable {
             }
             return .json(view)
         } catch {
-            return databaseAway
+            return Self.databaseAway
         }
     }
 
@@ -270,7 +266,7 @@ struct BulletinRoutes: Sendable {
             }
             return .json(["topics": out])
         } catch {
-            return databaseAway
+            return Self.databaseAway
         }
     }
 }

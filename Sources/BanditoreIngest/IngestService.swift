@@ -91,7 +91,7 @@ struct AdminRoutes: Sendable {
             do {
                 return .json(try await SubscriberStats.load(database))
             } catch {
-                return .problem(.serviceUnavailable, "database_unavailable", "the database is unavailable; retry later")
+                return BulletinRoutes.databaseAway
             }
         }
     }

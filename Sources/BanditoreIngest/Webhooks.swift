@@ -192,11 +192,7 @@ public struct Webhooks: Sendable {
 
     private func brokerAway(_ error: any Error) -> Response {
         logger.warning("webhook refused with 503: broker unavailable", metadata: ["error": "\(error)"])
-        var response = Response.problem(
-            .serviceUnavailable, "broker_unavailable", "the message broker is unavailable; retry later"
-        )
-        response.headers[.retryAfter] = "5"
-        return response
+        return .unavailable("broker_unavailable", "the message broker is unavailable; retry later")
     }
 
     static func message(_ command: CitizenCommand) throws -> AMQPMessage {
@@ -247,6 +243,14 @@ extension Response {
             status: status, headers: [.contentType: "application/json; charset=utf-8"],
             body: ResponseBody(byteBuffer: ByteBuffer(string: body))
         )
+    }
+
+    /// 503 with `Retry-After`: the broker or the database is away; the client (a provider, the admin service)
+    /// retries.
+    static func unavailable(_ code: String, _ message: String) -> Response {
+        var response = problem(.serviceUnavailable, code, message)
+        response.headers[.retryAfter] = "5"
+        return response
     }
 
     static func text(_ text: String) -> Response {

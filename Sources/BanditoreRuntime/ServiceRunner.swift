@@ -19,7 +19,7 @@ public struct ServiceDescription: Sendable {
     /// `/readyz` and `/metrics`) instead of through the runtime's Hummingbird server.
     public var runtimeHTTP: Bool
     /// Queues whose ready messages and consumers `/metrics` reports (`banditore_queue_messages`,
-    /// `banditore_queue_consumers`), read from the broker at each scrape.
+    /// `banditore_queue_consumers`), read from the broker every 5 s.
     public var queues: [String]
 
     public init(
@@ -137,10 +137,15 @@ public enum ServiceRunner {
         )
         let parts = try await setup(context)
         services += parts.services
+        if description.usesBroker, !description.queues.isEmpty {
+            var sampling = try AMQPConfiguration(url: configuration.amqpURL)
+            sampling.connectionName = "\(description.name) (queue depth)"
+            services.append(QueueDepthSampler(configuration: sampling, queues: description.queues, logger: logger))
+        }
 
         if description.runtimeHTTP {
             let router = Router()
-            HealthRoutes.add(to: router, context: context, queues: description.queues)
+            HealthRoutes.add(to: router, context: context)
             parts.routes(router)
             let app = Application(
                 router: router,

@@ -308,3 +308,41 @@ struct AMQPConnectionTests {
 private final class SeenBodies: Sendable {
     let bodies = Mutex<[Int: [String]]>([:])
 }
+
+/// Keeps the messages logged, to find warnings in them.
+private final class CapturedLog: LogHandler, @unchecked Sendable {
+    let lock = NSLock()
+    var messages: [String] = []
+    var metadata: Logger.Metadata = [:]
+    var logLevel: Logger.Level = .debug
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        lock.withLock { messages.append("\(event.message)") }
+    }
+}
+
+@Suite("A connection that only does RPCs")
+struct RPCOnlyConnectionTests {
+    @Test("passive declares every 100 ms with a 1 s heartbeat: the idle watch sees the answers, the connection stays")
+    func rpcsKeepItAlive() async throws {
+        let log = CapturedLog()
+        var configuration = try AMQPConfiguration(url: TestServers.amqpURL())
+        configuration.heartbeat = 1
+        let connection = try await AMQPConnection.connect(configuration, logger: Logger(label: "test.rpc") { _ in log })
+        let queue = TestServers.uniqueName("test.rpc")
+        try await connection.declare(AMQPTopology(queues: [AMQPQueue(name: queue, durable: false, autoDelete: true)]))
+        for _ in 0..<60 {
+            _ = try? await connection.inspectQueue(queue)
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        let lost = log.lock.withLock { log.messages.filter { $0.contains("connection lost") } }
+        #expect(lost.isEmpty, "\(lost)")
+        try await connection.deleteQueue(queue)
+        await connection.close()
+    }
+}
