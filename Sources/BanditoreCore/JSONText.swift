@@ -3,9 +3,7 @@
 public enum JSONText {
     /// `value` as a quoted JSON string.
     public static func quote(_ value: String) -> String {
-        if !value.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
-            return "\"" + value + "\""
-        }
+        if !needsEscaping(value) { return "\"" + value + "\"" }
         var out = "\""
         out.reserveCapacity(value.utf8.count + 2)
         for scalar in value.unicodeScalars {
@@ -26,9 +24,14 @@ public enum JSONText {
 }
 
 extension JSONText {
+    /// Whether `value` holds a character a JSON string must escape (a control character, `"` or `\`).
+    static func needsEscaping(_ value: String) -> Bool {
+        value.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") })
+    }
+
     /// Appends `value` as a quoted JSON string.
     public static func write(_ value: String, to out: inout [UInt8]) {
-        if value.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+        if needsEscaping(value) {
             out += quote(value).utf8
         } else {
             out.append(UInt8(ascii: "\""))

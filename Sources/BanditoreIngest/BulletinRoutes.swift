@@ -55,10 +55,6 @@ struct BulletinRoutes: Sendable {
         return await body()
     }
 
-    static var databaseAway: Response {
-        .unavailable("database_unavailable", "the database is unavailable; retry later")
-    }
-
     // MARK: Create
 
     private func create(_ request: Request) async -> Response {
@@ -131,7 +127,7 @@ struct BulletinRoutes: Sendable {
             return .invalidField(invalid.field, invalid.message)
         } catch {
             logger.warning("bulletin not accepted: database error", metadata: ["error": "\(String(reflecting: error))"])
-            return Self.databaseAway
+            return .databaseAway
         }
     }
 
@@ -225,7 +221,7 @@ struct BulletinRoutes: Sendable {
             }
             return .json(view)
         } catch {
-            return Self.databaseAway
+            return .databaseAway
         }
     }
 
@@ -246,7 +242,7 @@ struct BulletinRoutes: Sendable {
             }
             return .json(view)
         } catch {
-            return Self.databaseAway
+            return .databaseAway
         }
     }
 
@@ -266,7 +262,7 @@ struct BulletinRoutes: Sendable {
             }
             return .json(["topics": out])
         } catch {
-            return Self.databaseAway
+            return .databaseAway
         }
     }
 }

@@ -91,7 +91,7 @@ struct AdminRoutes: Sendable {
             do {
                 return .json(try await SubscriberStats.load(database))
             } catch {
-                return BulletinRoutes.databaseAway
+                return .databaseAway
             }
         }
     }

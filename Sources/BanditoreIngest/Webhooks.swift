@@ -253,6 +253,11 @@ extension Response {
         return response
     }
 
+    /// The admin API's answer while the database is away.
+    static var databaseAway: Response {
+        unavailable("database_unavailable", "the database is unavailable; retry later")
+    }
+
     static func text(_ text: String) -> Response {
         Response(
             status: .ok, headers: [.contentType: "text/plain; charset=utf-8"],

@@ -137,8 +137,8 @@ public enum ServiceRunner {
         )
         let parts = try await setup(context)
         services += parts.services
-        if description.usesBroker, !description.queues.isEmpty {
-            var sampling = try AMQPConfiguration(url: configuration.amqpURL)
+        if let amqp, !description.queues.isEmpty {
+            var sampling = amqp.configuration
             sampling.connectionName = "\(description.name) (queue depth)"
             services.append(QueueDepthSampler(configuration: sampling, queues: description.queues, logger: logger))
         }

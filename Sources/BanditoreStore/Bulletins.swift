@@ -132,7 +132,6 @@ public enum Bulletins {
         )
         return state
     }
-
 }
 
 /// The topics citizens can follow, with their names.

@@ -37,6 +37,13 @@ struct BulletinTests {
         try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any])["id"] as! String
     }
 
+    /// Waits until the composer has scheduled the bulletin (it takes it a moment after the 202) and returns it.
+    func scheduled(_ town: Town, _ id: String) async throws -> View {
+        let scheduled = await eventually(timeout: .seconds(10)) { (try? await view(town, id))?.state == "scheduled" }
+        #expect(scheduled, "bulletin \(id) was not scheduled")
+        return try await view(town, id)
+    }
+
     /// Waits until the bulletin's fan-out is done and nothing of it is queued.
     func settled(_ town: Town, _ id: String) async throws -> View {
         var last: View?
@@ -163,12 +170,7 @@ struct BulletinTests {
         )
         #expect(laterStatus == 202, "\(laterBody)")
         let later = try id(laterBody)
-        // The composer takes the bulletin a moment after the 202.
-        let laterScheduled = await eventually(timeout: .seconds(10)) {
-            (try? await view(town, later))?.state == "scheduled"
-        }
-        #expect(laterScheduled)
-        let waiting = try await view(town, later)
+        let waiting = try await scheduled(town, later)
         #expect(waiting.state == "scheduled")
         #expect(abs((waiting.scheduled_for ?? .distantPast).timeIntervalSince(at)) < 1)
         #expect(waiting.progress["telegram"]?.audience == 0)
@@ -304,11 +306,7 @@ struct BulletinTests {
         )
         #expect(windowStatus == 202, "\(windowBody)")
         let menu = try id(windowBody)
-        let scheduled = await eventually(timeout: .seconds(10)) {
-            (try? await view(town, menu))?.state == "scheduled"
-        }
-        #expect(scheduled)
-        let waiting = try await view(town, menu)
+        let waiting = try await scheduled(town, menu)
         #expect(waiting.scheduled_for == opening, "\(String(describing: waiting.scheduled_for)) vs \(opening) for \(window)")
         let menuSent = try await settled(town, menu)
         #expect(menuSent.progress["telegram"]?.sent == 1500)
