@@ -206,11 +206,18 @@ public enum WeChat {
 /// Reads `<xml><Name>value</Name>…</xml>` into a dictionary; anything malformed is an error.
 enum FlatXML {
     static func parse(_ data: Data) throws -> [String: String] {
+        // WeChat never declares a document type: refusing declarations outright rules out entity expansion (the
+        // "billion laughs") and external entities, whatever the XML library underneath would do with them.
+        if data.range(of: Data("<!DOCTYPE".utf8)) != nil || data.range(of: Data("<!ENTITY".utf8)) != nil {
+            throw WebhookDecodingError("a document type or entity declaration is not accepted")
+        }
         let delegate = Delegate()
         let parser = XMLParser(data: data)
         parser.shouldResolveExternalEntities = false
         parser.delegate = delegate
-        guard parser.parse(), delegate.root == "xml" else {
+        // Foundation's parser on Linux reports success for a document cut off before its end: the root's end tag
+        // is what says the body arrived whole.
+        guard parser.parse(), delegate.root == "xml", delegate.closed else {
             throw WebhookDecodingError("not a WeChat XML message")
         }
         return delegate.fields
@@ -218,6 +225,7 @@ enum FlatXML {
 
     private final class Delegate: NSObject, XMLParserDelegate {
         var root: String?
+        var closed = false
         var fields: [String: String] = [:]
         private var depth = 0
         private var current: String?
@@ -240,6 +248,7 @@ enum FlatXML {
         func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) {
             if depth == 2, let current { fields[current] = text }
             if depth == 2 { current = nil }
+            if depth == 1 { closed = true }
             depth -= 1
         }
     }

@@ -171,7 +171,7 @@ public final class Dispatcher: Service, Sendable {
     }
 
     private func process(_ job: DeliveryJob, logger: Logger) async throws {
-        let recipients = try await recipientsToSend(job, logger: logger)
+        let (recipients, unfinished) = try await recipientsToSend(job, logger: logger)
         var started = 0
         let followUps = await withTaskGroup(of: FollowUp.self) { group in
             for recipient in recipients {
@@ -199,13 +199,17 @@ public final class Dispatcher: Service, Sendable {
                     return await self.send(recipient, of: job, logger: logger)
                 }
             }
-            var followUps: [FollowUp] = []
+            var followUps = unfinished
             for await followUp in group { followUps.append(followUp) }
             return followUps
         }
-        // Outcomes first: a retry job must not find its recipients' previous attempt still uncommitted.
+        // Events and dead letters before the outcomes are committed: killed in between, the job comes back with its
+        // recipients still queued, they are tried again and the event or letter is published again (both are taken
+        // twice without harm); the other way round, the recorded failure would skip them and the event be lost.
+        try await publishEnds(followUps, of: job, logger: logger)
+        // Outcomes before retries: a retry job must not find its recipients' previous attempt still uncommitted.
         await writer.sync()
-        try await publishFollowUps(followUps, of: job, logger: logger)
+        try await publishRetries(followUps, of: job, logger: logger)
         if started < recipients.count {
             // Stopping, the broker gone, or the rate limit unreachable: hand the rest to another replica or a later
             // turn (without a broker this throws, and the unacknowledged job itself comes back after the reconnect).
@@ -240,23 +244,31 @@ public final class Dispatcher: Service, Sendable {
 
     /// The job's recipients that still need this message: for bulletins, those whose delivery is `queued` and whose
     /// subscription is active (the others are recorded `skipped`); replies go to everyone they name.
-    private func recipientsToSend(_ job: DeliveryJob, logger: Logger) async throws -> [Recipient] {
-        if job.isReply { return job.recipients }
+    ///
+    /// Also what a replica killed mid-job may have left undone for recipients it had finished: a failure recorded
+    /// for an address the provider refused for good whose subscriber is still active (its `recipient.unreachable`
+    /// may never have been published), and a recipient recorded as out of attempts (its dead letter may be missing).
+    /// Both are published again; the registry and a replay take them twice without harm.
+    private func recipientsToSend(_ job: DeliveryJob, logger: Logger) async throws
+        -> (recipients: [Recipient], unfinished: [FollowUp])
+    {
+        if job.isReply { return (job.recipients, []) }
         let ids = job.recipients.compactMap(\.deliveryID)
         let rows = try await database.query(
             """
-            SELECT d.id, d.state, COALESCE(s.active, false)
+            SELECT d.id, d.state, COALESCE(s.active, false), COALESCE(d.last_error, '')
               FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id
              WHERE d.id = ANY(\(ids)::bigint[])
             """
         ).rows
-        var states: [Int64: (state: String, active: Bool)] = [:]
+        var states: [Int64: (state: String, active: Bool, error: String)] = [:]
         for row in rows {
-            let (id, state, active) = try row.decode(Int64.self, String.self, Bool.self)
-            states[id] = (state, active)
+            let (id, state, active, error) = try row.decode(Int64.self, String.self, Bool.self, String.self)
+            states[id] = (state, active, error)
         }
         var out: [Recipient] = []
         out.reserveCapacity(job.recipients.count)
+        var unfinished: [FollowUp] = []
         var done = 0
         var missing = 0
         for recipient in job.recipients {
@@ -266,6 +278,9 @@ public final class Dispatcher: Service, Sendable {
             }
             guard current.state == "queued" else {
                 done += 1
+                if current.state == "failed", let followUp = unfinishedEnd(of: recipient, current.active, current.error, job) {
+                    unfinished.append(followUp)
+                }
                 continue
             }
             guard current.active else {
@@ -281,8 +296,28 @@ public final class Dispatcher: Service, Sendable {
         if done > 0 {
             logger.debug("recipients already handled skipped", metadata: ["recipients": "\(done)"])
         }
-        return out
+        if !unfinished.isEmpty {
+            logger.info("events and dead letters of recorded failures published again", metadata: ["recipients": "\(unfinished.count)"])
+        }
+        return (out, unfinished)
     }
+
+    /// The event or dead letter a recorded failure calls for, as ``record(_:_:_:)`` left it to publish.
+    private func unfinishedEnd(of recipient: Recipient, _ active: Bool, _ error: String, _ job: DeliveryJob) -> FollowUp? {
+        if error.hasPrefix(Self.gaveUp) { return .deadLetter(recipient, reason: error) }
+        guard active, let colon = error.firstIndex(of: ":") else { return nil }
+        let code = String(error[..<colon])
+        let reason = error[error.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+        guard UnreachableRecipient.isGone(channel: job.channel, code: code, reason: reason) else { return nil }
+        return .unreachable(
+            RecipientUnreachable(
+                channel: job.channel, address: recipient.address, subscriberID: recipient.subscriberID,
+                code: code, reason: reason, at: Date()
+            )
+        )
+    }
+
+    private static let gaveUp = "gave up after "
 
     private func send(_ recipient: Recipient, of job: DeliveryJob, logger: Logger) async -> FollowUp {
         // Cancelled meanwhile: the admin API has marked the unsent deliveries cancelled already.
@@ -337,7 +372,7 @@ public final class Dispatcher: Service, Sendable {
         write: (String, String?, String?) -> Void
     ) -> FollowUp {
         if job.attempt + 1 >= configuration.maxAttempts {
-            let why = "gave up after \(job.attempt + 1) attempts: \(reason)"
+            let why = "\(Self.gaveUp)\(job.attempt + 1) attempts: \(reason)"
             write("failed", nil, why)
             return .deadLetter(recipient, reason: why)
         }
@@ -347,18 +382,14 @@ public final class Dispatcher: Service, Sendable {
 
     // MARK: Follow-ups
 
-    private func publishFollowUps(_ followUps: [FollowUp], of job: DeliveryJob, logger: Logger) async throws {
-        var retries: [Int: (recipients: [Recipient], reason: String, hint: Duration?)] = [:]
+    /// Publishes the `recipient.unreachable` events and the dead letter of the job's finished sends.
+    private func publishEnds(_ followUps: [FollowUp], of job: DeliveryJob, logger: Logger) async throws {
         var dead: [Recipient] = []
         var deadReason = ""
         for followUp in followUps {
             switch followUp {
-            case .none:
+            case .none, .retry:
                 break
-            case .retry(let recipient, let hint, let reason):
-                let step = RetryPolicy.step(attempt: job.attempt, hint: hint)
-                retries[step, default: ([], reason, nil)].recipients.append(recipient)
-                if let hint, hint > (retries[step]?.hint ?? .zero) { retries[step]?.hint = hint }
             case .deadLetter(let recipient, let reason):
                 dead.append(recipient)
                 deadReason = reason
@@ -369,6 +400,29 @@ public final class Dispatcher: Service, Sendable {
                     exchange: BanditoreTopology.eventsExchange, routingKey: RecipientUnreachable.routingKey
                 )
             }
+        }
+        if !dead.isEmpty {
+            var letter = job
+            letter.id = UUID().uuidString.lowercased()
+            letter.attempt = job.attempt + 1
+            letter.recipients = dead
+            letter.lastError = deadReason
+            try await amqp.publishConfirmed(
+                Self.message(letter, type: DeliveryJob.messageType, priority: nil),
+                exchange: BanditoreTopology.deadExchange, routingKey: queue
+            )
+            metrics.deadLettered.increment(by: dead.count)
+            logger.warning("recipients dead-lettered", metadata: ["recipients": "\(dead.count)", "error": "\(deadReason)"])
+        }
+    }
+
+    /// Publishes the retries of the job's failed sends, one delayed job per backoff step.
+    private func publishRetries(_ followUps: [FollowUp], of job: DeliveryJob, logger: Logger) async throws {
+        var retries: [Int: (recipients: [Recipient], reason: String, hint: Duration?)] = [:]
+        for case .retry(let recipient, let hint, let reason) in followUps {
+            let step = RetryPolicy.step(attempt: job.attempt, hint: hint)
+            retries[step, default: ([], reason, nil)].recipients.append(recipient)
+            if let hint, hint > (retries[step]?.hint ?? .zero) { retries[step]?.hint = hint }
         }
         for (step, batch) in retries.sorted(by: { $0.key < $1.key }) {
             var retry = job
@@ -387,19 +441,6 @@ public final class Dispatcher: Service, Sendable {
                 "recipients scheduled for retry",
                 metadata: ["recipients": "\(batch.recipients.count)", "retry.step": "\(step)", "attempt": "\(retry.attempt)"]
             )
-        }
-        if !dead.isEmpty {
-            var letter = job
-            letter.id = UUID().uuidString.lowercased()
-            letter.attempt = job.attempt + 1
-            letter.recipients = dead
-            letter.lastError = deadReason
-            try await amqp.publishConfirmed(
-                Self.message(letter, type: DeliveryJob.messageType, priority: nil),
-                exchange: BanditoreTopology.deadExchange, routingKey: queue
-            )
-            metrics.deadLettered.increment(by: dead.count)
-            logger.warning("recipients dead-lettered", metadata: ["recipients": "\(dead.count)", "error": "\(deadReason)"])
         }
     }
 

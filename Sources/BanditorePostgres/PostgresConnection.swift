@@ -66,8 +66,21 @@ public final class PostgresConnection: @unchecked Sendable {
             )
         }
         handle = conn
+        // The server's notices and an idle connection's farewell go to the log, not to standard error as raw text.
+        // The connection outlives its handle (PQfinish runs in deinit), so an unretained pointer is safe.
+        PQsetNoticeProcessor(conn, { context, message in
+            guard let context, let message else { return }
+            let connection = Unmanaged<PostgresConnection>.fromOpaque(context).takeUnretainedValue()
+            connection.logNotice(String(cString: message))
+        }, Unmanaged.passUnretained(self).toOpaque())
         refreshCancelKey()
         return .success(())
+    }
+
+    private func logNotice(_ text: String) {
+        let message = trimmed(text)
+        let routine = ["NOTICE:", "INFO:", "LOG:", "DEBUG"].contains { message.hasPrefix($0) }
+        logger.log(level: routine ? .debug : .warning, "PostgreSQL notice", metadata: ["postgres.notice": "\(message)"])
     }
 
     private func refreshCancelKey() {
@@ -275,7 +288,12 @@ public final class PostgresConnection: @unchecked Sendable {
     func ensureAlive() async -> Bool {
         await onQueue { () -> Bool in
             guard let conn = self.handle else { return false }
-            if PQstatus(conn) == CONNECTION_OK, PQconsumeInput(conn) == 1, PQstatus(conn) == CONNECTION_OK {
+            // A server that went away while the connection was idle left its farewell (an error message) and then
+            // the end of the stream: one read takes in the message, the next meets the end. Reading twice finds
+            // both (a live idle connection has nothing to read, and neither read blocks).
+            if PQstatus(conn) == CONNECTION_OK, PQconsumeInput(conn) == 1, PQconsumeInput(conn) == 1,
+                PQstatus(conn) == CONNECTION_OK
+            {
                 return true
             }
             self.logger.info("PostgreSQL connection lost; reconnecting")

@@ -205,7 +205,7 @@ struct WeChatCodecTests {
         #expect(kind(43004) == "permanent" && kind(45015) == "permanent" && kind(40003) == "permanent")
     }
 
-    @Test("inbound: the sample text and follow event decode; malformed XML is refused; passive reply swaps users")
+    @Test("inbound: the sample text and follow event decode; malformed or truncated XML and entity declarations are refused; passive reply swaps users")
     func inbound() throws {
         let text = "<xml><ToUserName><![CDATA[gh_1a2b3c4d5e6f]]></ToUserName><FromUserName><![CDATA[oW7x0tExampleOpenId]]></FromUserName><CreateTime>1767261600</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[中文]]></Content><MsgId>24412345678901234</MsgId></xml>"
         let message = try WeChat.decodeInbound(bytes(text))
@@ -218,6 +218,17 @@ struct WeChatCodecTests {
         #expect(throws: WebhookDecodingError.self) { try WeChat.decodeInbound(bytes("<xml><ToUserName>a</ToUserName>")) }
         #expect(throws: WebhookDecodingError.self) { try WeChat.decodeInbound(bytes(#"{"json":true}"#)) }
         #expect(throws: WebhookDecodingError.self) { try WeChat.decodeInbound(bytes("<xml><MsgType>text</MsgType></xml>")) }
+        // A body cut off anywhere is refused, even where every field has arrived.
+        for cut in [follow.count - 1, follow.count - 6, follow.count - 20, follow.count / 2] {
+            #expect(throws: WebhookDecodingError.self, "cut at \(cut)") { try WeChat.decodeInbound(bytes(String(follow.prefix(cut)))) }
+        }
+        // WeChat never declares a document type; entities would be expanded or read from files.
+        let expansion = #"<!DOCTYPE xml [<!ENTITY a "AAAA"><!ENTITY b "&a;&a;&a;&a;">]>"#
+            + follow.replacingOccurrences(of: "<Event>", with: "<Content>&b;</Content><Event>")
+        #expect(throws: WebhookDecodingError.self) { try WeChat.decodeInbound(bytes(expansion)) }
+        let external = #"<!DOCTYPE xml [<!ENTITY e SYSTEM "file:///etc/hostname">]>"#
+            + follow.replacingOccurrences(of: "oW7x0tExampleOpenId", with: "o&e;")
+        #expect(throws: WebhookDecodingError.self) { try WeChat.decodeInbound(bytes(external)) }
         let reply = WeChat.passiveReply(to: message, content: "已切换为中文。", now: 1_767_261_601)
         #expect(reply == "<xml><ToUserName><![CDATA[oW7x0tExampleOpenId]]></ToUserName><FromUserName><![CDATA[gh_1a2b3c4d5e6f]]></FromUserName><CreateTime>1767261601</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[已切换为中文。]]></Content></xml>")
     }

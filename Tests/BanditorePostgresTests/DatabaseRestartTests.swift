@@ -37,6 +37,19 @@ struct DatabaseRestartTests {
         let count = try await client.query("SELECT count(*) FROM survivors").first!.decode(Int.self, at: 0)
         #expect(count == 1)
         try await client.query("INSERT INTO survivors VALUES (2)")
+
+        // Connections idle through a restart hold the server's farewell and then its end of file: the first use
+        // after the restart finds them dead and reconnects, so that not one query (nor a readiness ping) fails.
+        async let first = client.query("SELECT pg_sleep(0.2)")
+        async let second = client.query("SELECT pg_sleep(0.2)")
+        _ = try await (first, second)
+        try await server.stop()
+        try await server.start()
+        #expect(await client.ping())
+        #expect(await client.ping())
+        async let third = client.query("SELECT count(*) FROM survivors")
+        async let fourth = client.query("SELECT count(*) FROM survivors")
+        #expect(try await [third, fourth].map { try $0.first!.decode(Int.self, at: 0) } == [2, 2])
         await client.close()
     }
 }

@@ -240,6 +240,109 @@ struct DispatchRecoveryTests {
         }
     }
 
+    @Test("a job that comes back after a kill publishes what its recorded failures left: the unreachable events and the dead letter")
+    func unfinishedEnds() async throws {
+        let harness = try await DispatchHarness.make("it_dispatch_ends", simPort: 19385, simEnvironment: ["SIM_RATE_LIMITS": "false"])
+        var processes: [ServiceProcess] = []
+        do {
+            let events = TestServers.uniqueName("test.unreachable")
+            try await harness.amqp.declare(
+                AMQPTopology(
+                    queues: [AMQPQueue(name: events)],
+                    bindings: [AMQPBinding(queue: events, exchange: BanditoreTopology.eventsExchange, routingKey: "recipient.unreachable")]
+                )
+            )
+            let addresses = (0..<6).map { DeliveryFixtures.address(.telegram, $0) }
+            let bulletin = UUID()
+            let recipients = try await DeliveryFixtures.seed(harness.database, channel: .telegram, addresses: addresses, bulletinID: bulletin)
+            // What a replica killed after its outcomes were committed, and before it published, leaves behind: two
+            // blocked addresses still active, one recipient out of attempts, and one blocked address the registry
+            // has deactivated already (nothing is left to do for it).
+            let blocked = [addresses[0], addresses[1]]
+            let left: [(String, String)] = [
+                (addresses[0], "403: Forbidden: bot was blocked by the user"),
+                (addresses[1], "400: Bad Request: chat not found"),
+                (addresses[2], "gave up after 6 attempts: transient: 500 Internal Server Error"),
+                (addresses[3], "403: Forbidden: bot was blocked by the user"),
+            ]
+            for (address, error) in left {
+                try await harness.database.query(
+                    """
+                    UPDATE deliveries d SET state = 'failed', last_error = \(error), attempts = 1 FROM subscribers s
+                     WHERE s.id = d.subscriber_id AND s.address = \(address) AND d.bulletin_id = \(bulletin)
+                    """
+                )
+            }
+            try await harness.database.query("UPDATE subscribers SET active = false WHERE address = \(addresses[3])")
+            processes.append(try await harness.dispatcher(.telegram, port: 18385, environment: ["DISPATCH_RATE_PER_SECOND": "0"]))
+            try await DeliveryFixtures.publishJobs(harness.amqp, channel: .telegram, recipients: recipients, bulletinID: bulletin)
+            #expect(try await harness.waitUntilSettled(bulletin, timeout: .seconds(30)) == ["sent": 2, "failed": 4])
+
+            let published = await eventually(timeout: .seconds(10)) { (try? await harness.ready(events)) == 2 }
+            #expect(published, "two recipient.unreachable events")
+            if published {
+                var unreachable: [RecipientUnreachable] = []
+                let consumer = try await harness.amqp.consume(queue: events)
+                for try await delivery in consumer {
+                    unreachable.append(try JSONDecoder().decode(RecipientUnreachable.self, from: Data(delivery.body)))
+                    delivery.ack()
+                    if unreachable.count == 2 { break }
+                }
+                consumer.cancel()
+                #expect(Set(unreachable.map(\.address)) == Set(blocked))
+                #expect(unreachable.allSatisfy { $0.channel == .telegram && $0.subscriberID != nil })
+            }
+
+            let dead = BanditoreTopology.deadQueue(BanditoreTopology.dispatchQueue(.telegram))
+            let lettered = await eventually(timeout: .seconds(10)) { (try? await harness.ready(dead)) == 1 }
+            #expect(lettered, "one dead letter")
+            if lettered {
+                let letters = try await harness.amqp.consume(queue: dead)
+                for try await letter in letters {
+                    let job = try JSONDecoder().decode(DeliveryJob.self, from: Data(letter.body))
+                    #expect(job.recipients.map(\.address) == [addresses[2]])
+                    letter.ack()
+                    break
+                }
+                letters.cancel()
+            }
+            // Only the two queued recipients were sent anything.
+            #expect(try await harness.channelStats(.telegram).accepted == 2)
+            #expect(try await harness.ready(events) == 0, "no event for the recipient the registry had deactivated")
+            for process in processes { #expect(await harness.terminate(process) == 0) }
+            await harness.stop()
+        } catch {
+            await harness.stop(processes)
+            throw error
+        }
+    }
+
+    @Test("citizens who leave after their bulletin's jobs were queued get nothing: recorded skipped")
+    func unsubscribedAfterQueueing() async throws {
+        let harness = try await DispatchHarness.make("it_dispatch_left", simPort: 19387, simEnvironment: ["SIM_RATE_LIMITS": "false"])
+        var processes: [ServiceProcess] = []
+        do {
+            let addresses = (0..<10).map { DeliveryFixtures.address(.whatsapp, $0) }
+            let bulletin = UUID()
+            let recipients = try await DeliveryFixtures.seed(harness.database, channel: .whatsapp, addresses: addresses, bulletinID: bulletin)
+            try await DeliveryFixtures.publishJobs(harness.amqp, channel: .whatsapp, recipients: recipients, bulletinID: bulletin)
+            // The jobs wait in the queue; meanwhile three citizens unsubscribe (the registry marks them inactive).
+            let left = Array(addresses[2..<5])
+            try await harness.database.query(
+                "UPDATE subscribers SET active = false, unsubscribed_at = now() WHERE address = ANY(\(left)::text[])"
+            )
+            processes.append(try await harness.dispatcher(.whatsapp, port: 18387, environment: ["DISPATCH_RATE_PER_SECOND": "0"]))
+            #expect(try await harness.waitUntilSettled(bulletin, timeout: .seconds(30)) == ["sent": 7, "skipped": 3])
+            let received = try await harness.simMessages(.whatsapp).map(\.recipient)
+            #expect(Set(received) == Set(addresses).subtracting(left) && received.count == 7, "\(received)")
+            for process in processes { #expect(await harness.terminate(process) == 0) }
+            await harness.stop()
+        } catch {
+            await harness.stop(processes)
+            throw error
+        }
+    }
+
     @Test("WeChat tokens expire mid-run with two replicas: renewed once between them, everyone sent")
     func tokenExpiry() async throws {
         let harness = try await DispatchHarness.make("it_dispatch_token", simPort: 19390, simEnvironment: ["SIM_RATE_LIMITS": "false"])

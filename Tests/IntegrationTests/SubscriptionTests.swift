@@ -438,8 +438,10 @@ struct SubscriptionTests {
         try await town.play(.wechat, .subscribe, first: 0, count: 2)
         try await town.play(.wechat, .unsubscribe, first: 0, count: 1)
         let done = await eventually(timeout: .seconds(20)) {
-            let row = try? await town.harness.database.query("SELECT count(*) FROM subscribers WHERE NOT active").first
-            return (try? row?.decode(Int.self, at: 0)) == 1
+            let row = try? await town.harness.database.query(
+                "SELECT count(*), count(*) FILTER (WHERE NOT active) FROM subscribers"
+            ).first
+            return (try? row?.decode(Int.self, at: 0)) == 10 && (try? row?.decode(Int.self, at: 1)) == 1
         }
         #expect(done)
         let (status, body) = try await town.get("/v1/stats", headers: ["Authorization": "Bearer test-admin-token"])
