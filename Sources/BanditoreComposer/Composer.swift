@@ -15,14 +15,15 @@ import ServiceLifecycle
 /// `send_at`, gets `scheduled_for` and waits) or fanned out at once (urgent bulletins at any hour). A loop fans out
 /// scheduled bulletins whose time has come and resumes fan-outs a crash interrupted.
 ///
-/// A fan-out, under a PostgreSQL advisory lock on the bulletin (one composer replica at a time):
-/// 1. the audience becomes `deliveries` rows in one `INSERT … SELECT` inside PostgreSQL (active subscribers of the
-///    bulletin's channels who follow one of its topics; everyone active for an urgent bulletin), so the composer
-///    never holds the audience;
-/// 2. the queued deliveries after `fanout_cursor` are streamed in id order and published as jobs of `chunk`
-///    recipients per channel, the message rendered per language; every `checkpoint` rows the publishes are
-///    confirmed and the cursor moves past them. After a crash the fan-out resumes at the cursor: only the jobs of
-///    the last unconfirmed stretch can be published twice, and dispatchers skip deliveries already sent.
+/// A fan-out, under a PostgreSQL advisory lock on the bulletin (one composer replica at a time), streams the
+/// audience from `subscribers` once, in id order (active subscribers of the bulletin's channels who follow one of its
+/// topics; everyone active for an urgent bulletin), so the composer never holds it:
+/// 1. every `checkpoint` subscribers become `deliveries` rows, written with COPY under ids reserved for the block, in
+///    a transaction that moves `audience_cursor` past them (and stops if the bulletin was cancelled);
+/// 2. while PostgreSQL writes a block, the previous one is published as jobs of `chunk` recipients per channel, the
+///    message rendered per language, and confirmed by the broker; `fanout_cursor` follows what is confirmed.
+/// After a crash the fan-out publishes again the deliveries written past `fanout_cursor` (only the last blocks'
+/// jobs can go twice, and dispatchers skip deliveries already sent) and goes on after `audience_cursor`.
 public final class Composer: Service, Sendable {
     public struct Configuration: Sendable {
         public var hours: ServiceHours
@@ -175,75 +176,50 @@ public final class Composer: Service, Sendable {
         else { return }
         let content = bulletin.content
         let started = ContinuousClock.now
-        if !bulletin.audienceCreated {
-            let created = try await database.withTransaction { connection -> Int? in
-                // The bulletin's row lock makes the audience once, whatever else holds or lost the advisory lock.
-                let pending = try await connection.query(
-                    "SELECT audience_created_at IS NULL FROM bulletins WHERE id = \(id) FOR UPDATE"
-                ).rows.first?.decode(Bool.self, at: 0)
-                guard pending == true else { return nil }
-                let inserted = try await connection.query(
-                    """
-                    INSERT INTO deliveries (bulletin_id, subscriber_id, channel)
-                    SELECT \(id), s.id, s.channel FROM subscribers s
-                     WHERE s.active AND s.channel = ANY(\(content.channels.map(\.rawValue))::text[])
-                       AND (\(content.urgency == .urgent) OR EXISTS (
-                            SELECT 1 FROM subscriber_topics t
-                             WHERE t.subscriber_id = s.id AND t.topic = ANY(\(content.topics)::text[])))
-                     ORDER BY s.id
-                    """
-                ).affectedRows
-                try await connection.query(
-                    "UPDATE bulletins SET audience_created_at = now(), updated_at = now() WHERE id = \(id)"
-                )
-                return inserted
-            }
-            if let created {
-                let elapsed = ContinuousClock.now - started
-                logger.info("audience created", metadata: ["deliveries": "\(created)", "elapsed": "\(elapsed)"])
-            }
-        }
         var messages: [Channel: [Language: RenderedMessage]] = [:]
         for channel in content.channels {
             messages[channel] = BulletinRendering.messages(content, channel: channel, templates: configuration.templates)
         }
-        let chunk = configuration.chunk
-        let checkpoint = configuration.checkpoint
-        var pending: [Channel: [Recipient]] = [:]
-        var sinceCheckpoint = 0
-        var lastID = bulletin.fanoutCursor
-        var jobs = 0
-        var published = 0
-        func publish(_ channel: Channel, _ recipients: [Recipient]) async throws {
-            let job = DeliveryJob(
-                bulletinID: id, channel: channel, urgent: content.urgency == .urgent, messages: messages[channel] ?? [:],
-                recipients: recipients, correlationID: bulletin.correlationID
-            )
-            try await amqp.publish(
-                .json(
-                    encoding: job, type: DeliveryJob.messageType, messageID: job.id, correlationID: job.correlationID,
-                    priority: job.urgent ? BanditoreTopology.maxPriority : 0
-                ),
-                exchange: BanditoreTopology.deliveriesExchange, routingKey: channel.rawValue
-            )
-            jobs += 1
+        let jobs = JobBatcher(
+            bulletin: bulletin, messages: messages, chunk: configuration.chunk, amqp: amqp, database: database
+        )
+        // Deliveries written before a crash whose jobs the broker may not have confirmed: published again
+        // (dispatchers skip those already sent).
+        if let written = bulletin.deliveryIDs, written.upperBound > bulletin.fanoutCursor {
+            try await republish(bulletin, from: max(bulletin.fanoutCursor, written.lowerBound - 1), to: written.upperBound, jobs: jobs)
         }
-        func confirm() async throws {
-            for (channel, recipients) in pending where !recipients.isEmpty { try await publish(channel, recipients) }
-            pending.removeAll(keepingCapacity: true)
-            try await amqp.waitForConfirms()
-            try await database.query(
-                "UPDATE bulletins SET fanout_cursor = \(lastID), updated_at = now() WHERE id = \(id) AND state = 'sending'"
-            )
-            published += sinceCheckpoint
-            sinceCheckpoint = 0
+        if !bulletin.audienceCreated {
+            guard try await writeAudience(bulletin, jobs: jobs, logger: logger) else {
+                logger.info("fan-out stopped: the bulletin is no longer sending", metadata: ["deliveries": "\(jobs.published)"])
+                return
+            }
         }
+        try await jobs.confirm(persist: true)
+        try await database.query(
+            """
+            UPDATE bulletins SET state = 'sent', audience_created_at = coalesce(audience_created_at, now()),
+                                 fanout_completed_at = now(), updated_at = now()
+             WHERE id = \(id) AND state = 'sending'
+            """
+        )
+        fannedOut.increment()
+        jobsPublished.increment(by: jobs.jobs)
+        deliveriesQueued.increment(by: jobs.published)
+        let elapsed = ContinuousClock.now - started
+        logger.info(
+            "bulletin fanned out",
+            metadata: ["jobs": "\(jobs.jobs)", "deliveries": "\(jobs.published)", "elapsed": "\(elapsed)"]
+        )
+    }
+
+    /// Publishes the jobs of the bulletin's queued deliveries with ids in `(after, through]`.
+    private func republish(_ bulletin: StoredBulletin, from after: Int64, to through: Int64, jobs: JobBatcher) async throws {
         try await database.withConnection { connection in
             try await connection.withRows(
                 """
                 SELECT d.id, d.subscriber_id, d.channel, s.address, s.language
                   FROM deliveries d JOIN subscribers s ON s.id = d.subscriber_id
-                 WHERE d.bulletin_id = \(id) AND d.id > \(bulletin.fanoutCursor) AND d.state = 'queued'
+                 WHERE d.id > \(after) AND d.id <= \(through) AND d.bulletin_id = \(bulletin.id) AND d.state = 'queued'
                  ORDER BY d.id
                 """
             ) { rows in
@@ -252,36 +228,224 @@ public final class Composer: Service, Sendable {
                         Int64.self, Int64.self, String.self, String.self, String.self
                     )
                     guard let channel = Channel(rawValue: channelName) else { continue }
-                    pending[channel, default: []].append(
+                    try await jobs.add(
                         Recipient(
                             deliveryID: deliveryID, subscriberID: subscriberID, address: address,
                             language: Language(rawValue: languageCode) ?? .italian
-                        )
+                        ),
+                        channel: channel
                     )
-                    if pending[channel]!.count >= chunk {
-                        try await publish(channel, pending[channel]!)
-                        pending[channel]!.removeAll(keepingCapacity: true)
-                    }
-                    lastID = deliveryID
-                    sinceCheckpoint += 1
-                    if sinceCheckpoint >= checkpoint { try await confirm() }
+                    if jobs.sinceConfirm >= configuration.checkpoint { try await jobs.confirm(persist: true) }
                 }
             }
         }
-        try await confirm()
-        try await database.query(
-            """
-            UPDATE bulletins SET state = 'sent', fanout_completed_at = now(), updated_at = now()
-             WHERE id = \(id) AND state = 'sending'
-            """
+    }
+
+    /// Streams the rest of the audience (active subscribers of the bulletin's channels following one of its topics,
+    /// everyone active when urgent) from `audience_cursor` on and writes its deliveries with COPY, a block of
+    /// `checkpoint` at a time, each block in a transaction that moves the cursor; while PostgreSQL writes a block,
+    /// the previous one is published and confirmed. Returns false when the bulletin stopped being `sending`
+    /// (cancelled).
+    private func writeAudience(_ bulletin: StoredBulletin, jobs: JobBatcher, logger: Logger) async throws -> Bool {
+        let content = bulletin.content
+        let blockSize = configuration.checkpoint
+        let started = ContinuousClock.now
+        var written = 0
+        return try await database.withConnection { reader in
+            try await database.withConnection { writer in
+                var block: [AudienceRow] = []
+                block.reserveCapacity(blockSize)
+                var writing: (rows: [AudienceRow], task: Task<Int64?, any Error>)?
+                /// Waits for the block being written, publishes it, and starts writing `next` (if any).
+                func advance(_ next: [AudienceRow]?) async throws -> Bool {
+                    var ready: (rows: [AudienceRow], first: Int64)?
+                    if let (rows, task) = writing {
+                        guard let first = try await task.value else { return false }
+                        ready = (rows, first)
+                        written += rows.count
+                    }
+                    writing = nil
+                    if let next {
+                        let confirmed = jobs.confirmedCursor
+                        writing = (next, Task { try await Self.write(next, of: bulletin.id, confirmed: confirmed, on: writer) })
+                    }
+                    if let (rows, first) = ready {
+                        for (offset, row) in rows.enumerated() {
+                            try await jobs.add(
+                                Recipient(
+                                    deliveryID: first + Int64(offset), subscriberID: row.subscriberID,
+                                    address: row.address, language: row.language
+                                ),
+                                channel: row.channel
+                            )
+                        }
+                        try await jobs.confirm(persist: false)
+                    }
+                    return true
+                }
+                do {
+                    try await reader.withRows(
+                        """
+                        SELECT id, channel, address, language
+                          FROM bulletin_audience(\(content.channels.map(\.rawValue))::text[], \(content.topics)::text[],
+                                                 \(content.urgency == .urgent), \(bulletin.audienceCursor))
+                        """
+                    ) { rows in
+                        for try await row in rows {
+                            let (subscriberID, channelName, address, languageCode) = try row.decode(
+                                Int64.self, String.self, String.self, String.self
+                            )
+                            guard let channel = Channel(rawValue: channelName) else { continue }
+                            block.append(
+                                AudienceRow(
+                                    subscriberID: subscriberID, channel: channel, address: address,
+                                    language: Language(rawValue: languageCode) ?? .italian
+                                )
+                            )
+                            if block.count >= blockSize {
+                                guard try await advance(block) else { throw Stopped() }
+                                block.removeAll(keepingCapacity: true)
+                            }
+                        }
+                    }
+                    guard try await advance(block.isEmpty ? nil : block), try await advance(nil) else { return false }
+                } catch is Stopped {
+                    return false
+                } catch {
+                    _ = try? await writing?.task.value
+                    throw error
+                }
+                let elapsed = ContinuousClock.now - started
+                logger.info("audience written", metadata: ["deliveries": "\(written)", "elapsed": "\(elapsed)"])
+                return true
+            }
+        }
+    }
+
+    /// Writes a block of the audience's deliveries with ids reserved for it, and moves the bulletin's cursors, in
+    /// one transaction; returns the block's first delivery id, or nil when the bulletin is no longer `sending`.
+    private static func write(
+        _ rows: [AudienceRow], of bulletin: UUID, confirmed: Int64, on connection: PostgresConnection
+    ) async throws -> Int64? {
+        let first = try await connection.query("SELECT reserve_delivery_ids(\(Int64(rows.count)))").rows[0]
+            .decode(Int64.self, at: 0)
+        let last = first + Int64(rows.count) - 1
+        return try await connection.withTransaction { connection in
+            // This row first: a cancel holds it while it cancels the deliveries written so far.
+            let moved = try await connection.query(
+                """
+                UPDATE bulletins SET audience_cursor = \(rows[rows.count - 1].subscriberID),
+                                     first_delivery_id = coalesce(first_delivery_id, \(first)),
+                                     last_delivery_id = \(last), fanout_cursor = greatest(fanout_cursor, \(confirmed)),
+                                     updated_at = now()
+                 WHERE id = \(bulletin) AND state = 'sending'
+                """
+            ).affectedRows
+            guard moved == 1 else { return nil }
+            // Written as COPY text here: formatting the bulletin's id for each of a million rows was the
+            // composer's largest cost. Nothing in these values needs escaping.
+            let bulletinText = Array(bulletin.uuidString.lowercased().utf8)
+            var text: [UInt8] = []
+            text.reserveCapacity(rows.count * (bulletinText.count + 40))
+            for (offset, row) in rows.enumerated() {
+                text.append(contentsOf: String(first + Int64(offset)).utf8)
+                text.append(9)
+                text.append(contentsOf: bulletinText)
+                text.append(9)
+                text.append(contentsOf: String(row.subscriberID).utf8)
+                text.append(9)
+                text.append(contentsOf: row.channel.rawValue.utf8)
+                text.append(10)
+            }
+            try await connection.copy(
+                into: "deliveries", columns: ["id", "bulletin_id", "subscriber_id", "channel"], text: text
+            )
+            return first
+        }
+    }
+}
+
+private struct Stopped: Error {}
+
+/// One subscriber of a bulletin's audience, as streamed.
+private struct AudienceRow: Sendable {
+    var subscriberID: Int64
+    var channel: Channel
+    var address: String
+    var language: Language
+}
+
+/// Gathers a fan-out's recipients into jobs of `chunk` per channel and publishes them; `confirm()` publishes the
+/// partial jobs, waits for the broker's confirms and moves the bulletin's `fanout_cursor` past them.
+private final class JobBatcher {
+    let bulletin: StoredBulletin
+    let messages: [Channel: [Language: RenderedMessage]]
+    let chunk: Int
+    let amqp: AMQPConnection
+    let database: PostgresClient
+    private var pending: [Channel: [Recipient]] = [:]
+    private var lastID: Int64
+    private(set) var confirmedCursor: Int64
+    private(set) var sinceConfirm = 0
+    private(set) var jobs = 0
+    private(set) var published = 0
+
+    init(
+        bulletin: StoredBulletin, messages: [Channel: [Language: RenderedMessage]], chunk: Int, amqp: AMQPConnection,
+        database: PostgresClient
+    ) {
+        self.bulletin = bulletin
+        self.messages = messages
+        self.chunk = chunk
+        self.amqp = amqp
+        self.database = database
+        self.lastID = bulletin.fanoutCursor
+        self.confirmedCursor = bulletin.fanoutCursor
+    }
+
+    func add(_ recipient: Recipient, channel: Channel) async throws {
+        pending[channel, default: []].append(recipient)
+        if pending[channel]!.count >= chunk {
+            try await publish(channel, pending[channel]!)
+            pending[channel]!.removeAll(keepingCapacity: true)
+        }
+        lastID = max(lastID, recipient.deliveryID ?? lastID)
+        sinceConfirm += 1
+    }
+
+    /// With `persist`, the bulletin's `fanout_cursor` moves too (while the audience is written, the block
+    /// transactions move it instead, holding the bulletin's row).
+    func confirm(persist: Bool) async throws {
+        for (channel, recipients) in pending where !recipients.isEmpty { try await publish(channel, recipients) }
+        pending.removeAll(keepingCapacity: true)
+        guard sinceConfirm > 0 else { return }
+        try await amqp.waitForConfirms()
+        confirmedCursor = lastID
+        published += sinceConfirm
+        sinceConfirm = 0
+        if persist {
+            try await database.query(
+                """
+                UPDATE bulletins SET fanout_cursor = \(confirmedCursor), updated_at = now()
+                 WHERE id = \(bulletin.id) AND state = 'sending'
+                """
+            )
+        }
+    }
+
+    private func publish(_ channel: Channel, _ recipients: [Recipient]) async throws {
+        let content = bulletin.content
+        let job = DeliveryJob(
+            bulletinID: bulletin.id, channel: channel, urgent: content.urgency == .urgent,
+            messages: messages[channel] ?? [:], recipients: recipients, correlationID: bulletin.correlationID
         )
-        fannedOut.increment()
-        jobsPublished.increment(by: jobs)
-        deliveriesQueued.increment(by: published)
-        let elapsed = ContinuousClock.now - started
-        logger.info(
-            "bulletin fanned out",
-            metadata: ["jobs": "\(jobs)", "deliveries": "\(published)", "elapsed": "\(elapsed)"]
+        try await amqp.publish(
+            .json(
+                encoding: job, type: DeliveryJob.messageType, messageID: job.id, correlationID: job.correlationID,
+                priority: job.urgent ? BanditoreTopology.maxPriority : 0
+            ),
+            exchange: BanditoreTopology.deliveriesExchange, routingKey: channel.rawValue
         )
+        jobs += 1
     }
 }

@@ -8,10 +8,16 @@ public struct StoredBulletin: Sendable, Hashable {
     public var content: BulletinContent
     public var state: String
     public var scheduledFor: Date?
+    /// The last delivery id whose job the broker confirmed.
     public var fanoutCursor: Int64
+    /// Whether every delivery of the audience is written.
     public var audienceCreated: Bool
     public var correlationID: String
     public var createdAt: Date
+    /// The last subscriber id whose delivery is written.
+    public var audienceCursor: Int64
+    /// The range the bulletin's delivery ids fall in (nil before the first is written).
+    public var deliveryIDs: ClosedRange<Int64>?
 }
 
 /// Per-channel counts of a bulletin's deliveries.
@@ -69,7 +75,8 @@ public enum Bulletins {
         let rows = try await connection.query(
             """
             SELECT id, title, body::text, topics, channels, urgency, send_at, state, scheduled_for, fanout_cursor,
-                   audience_created_at IS NOT NULL, coalesce(correlation_id, id::text), created_at
+                   audience_created_at IS NOT NULL, coalesce(correlation_id, id::text), created_at, audience_cursor,
+                   first_delivery_id, last_delivery_id
               FROM bulletins WHERE id = \(id) \(unescaped: forUpdate ? "FOR UPDATE" : "")
             """
         ).rows
@@ -86,8 +93,15 @@ public enum Bulletins {
             ),
             state: try row.decode(String.self, at: 7), scheduledFor: try row.decode(Date?.self, at: 8),
             fanoutCursor: try row.decode(Int64.self, at: 9), audienceCreated: try row.decode(Bool.self, at: 10),
-            correlationID: try row.decode(String.self, at: 11), createdAt: try row.decode(Date.self, at: 12)
+            correlationID: try row.decode(String.self, at: 11), createdAt: try row.decode(Date.self, at: 12),
+            audienceCursor: try row.decode(Int64.self, at: 13),
+            deliveryIDs: try Self.range(row.decode(Int64?.self, at: 14), row.decode(Int64?.self, at: 15))
         )
+    }
+
+    private static func range(_ first: Int64?, _ last: Int64?) -> ClosedRange<Int64>? {
+        guard let first, let last, first <= last else { return nil }
+        return first...last
     }
 
     /// Counts of the bulletin's deliveries per channel and state.
@@ -97,7 +111,13 @@ public enum Bulletins {
         var out: [String: ChannelProgress] = [:]
         for channel in channels { out[channel.rawValue] = ChannelProgress() }
         let rows = try await connection.query(
-            "SELECT channel, state, count(*) FROM deliveries WHERE bulletin_id = \(id) GROUP BY channel, state"
+            """
+            SELECT d.channel, d.state, count(*)
+              FROM bulletins b JOIN deliveries d
+                ON d.id BETWEEN b.first_delivery_id AND b.last_delivery_id AND d.bulletin_id = b.id
+             WHERE b.id = \(id)
+             GROUP BY d.channel, d.state
+            """
         ).rows
         for row in rows {
             let (channel, state, count) = try row.decode(String.self, String.self, Int.self)
@@ -118,17 +138,50 @@ public enum Bulletins {
         return out
     }
 
-    /// Cancels a bulletin not yet fanned out or still sending: its unsent deliveries become `cancelled`. Returns
-    /// the state it was in (nil when there is no such bulletin).
+    /// Cancels a bulletin not yet fanned out or still sending: its unsent deliveries become `cancelled`, and so
+    /// does the part of its audience the composer had not written yet (the counts then still cover the whole
+    /// audience). Returns the state it was in (nil when there is no such bulletin).
     public static func cancel(_ id: UUID, on connection: PostgresConnection) async throws -> String? {
-        let rows = try await connection.query("SELECT state FROM bulletins WHERE id = \(id) FOR UPDATE").rows
-        guard let state = try rows.first?.decode(String.self, at: 0) else { return nil }
+        // The composer writes deliveries only in transactions that first update this row while it is 'sending':
+        // holding it, this transaction sees every delivery there will be, and the composer writes no more after.
+        let rows = try await connection.query(
+            "SELECT state, audience_created_at IS NULL FROM bulletins WHERE id = \(id) FOR UPDATE"
+        ).rows
+        guard let (state, audiencePending) = try rows.first?.decode(String.self, Bool.self) else { return nil }
         guard state != "cancelled" else { return state }
         try await connection.query(
-            "UPDATE bulletins SET state = 'cancelled', cancelled_at = now(), updated_at = now() WHERE id = \(id)"
+            """
+            UPDATE deliveries d SET state = 'cancelled', updated_at = now()
+              FROM bulletins b
+             WHERE b.id = \(id) AND d.id BETWEEN b.first_delivery_id AND b.last_delivery_id AND d.bulletin_id = b.id
+               AND d.state = 'queued'
+            """
         )
+        if state == "sending" && audiencePending {
+            try await connection.query(
+                """
+                WITH rest AS MATERIALIZED (
+                    SELECT a.id, a.channel, row_number() OVER (ORDER BY a.id) AS n
+                      FROM bulletins b,
+                           bulletin_audience(b.channels, b.topics, b.urgency = 'urgent', b.audience_cursor) a
+                     WHERE b.id = \(id)
+                ), ids AS MATERIALIZED (
+                    SELECT reserve_delivery_ids(count(*)) AS first FROM rest HAVING count(*) > 0
+                ), written AS (
+                    INSERT INTO deliveries (id, bulletin_id, subscriber_id, channel, state)
+                    SELECT ids.first + rest.n - 1, \(id), rest.id, rest.channel, 'cancelled' FROM rest, ids
+                    RETURNING id
+                )
+                UPDATE bulletins b SET first_delivery_id = coalesce(b.first_delivery_id, w.first),
+                                       last_delivery_id = greatest(b.last_delivery_id, w.last),
+                                       audience_created_at = now()
+                  FROM (SELECT min(id) AS first, max(id) AS last FROM written) w
+                 WHERE b.id = \(id)
+                """
+            )
+        }
         try await connection.query(
-            "UPDATE deliveries SET state = 'cancelled', updated_at = now() WHERE bulletin_id = \(id) AND state = 'queued'"
+            "UPDATE bulletins SET state = 'cancelled', cancelled_at = now(), updated_at = now() WHERE id = \(id)"
         )
         return state
     }

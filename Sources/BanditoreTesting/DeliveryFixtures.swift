@@ -57,6 +57,16 @@ public enum DeliveryFixtures {
                 let (id, address) = try row.decode(Int64.self, String.self)
                 addressOf[id] = address
             }
+            let ids = try rows.map { try $0.decode(Int64.self, at: 0) }
+            if let first = ids.min(), let last = ids.max() {
+                try await database.query(
+                    """
+                    UPDATE bulletins SET first_delivery_id = least(first_delivery_id, \(first)),
+                                         last_delivery_id = greatest(last_delivery_id, \(last))
+                     WHERE id = \(bulletinID)
+                    """
+                )
+            }
             var byAddress: [String: Recipient] = [:]
             for row in rows {
                 let (deliveryID, subscriberID) = try row.decode(Int64.self, Int64.self)

@@ -173,6 +173,29 @@ struct PostgresTests {
         }
     }
 
+    @Test("COPY of text already in COPY's format; a malformed line is refused with the server's error")
+    func copyText() async throws {
+        let client = try makeClient(maxConnections: 1)
+        try await withTable(client, columns: "id bigint PRIMARY KEY, label text") { table in
+            var text: [UInt8] = []
+            for i in 1...5_000 { text += Array("\(i)\triga \(i)\\tcon tab\n".utf8) }
+            let copied = try await client.withConnection {
+                try await $0.copy(into: table, columns: ["id", "label"], text: text)
+            }
+            #expect(copied == 5_000)
+            let row = try #require(try await client.query("SELECT label FROM \(unescaped: table) WHERE id = 42").first)
+            #expect(try row.decode(String.self, at: 0) == "riga 42\tcon tab")
+            await #expect {
+                try await client.withConnection {
+                    try await $0.copy(into: table, columns: ["id", "label"], text: Array("x\ty\n".utf8))
+                }
+            } throws: { ($0 as? PostgresError)?.sqlState == "22P02" }
+            #expect(await client.ping())
+            let total = try #require(try await client.query("SELECT count(*) FROM \(unescaped: table)").first)
+            #expect(try total.decode(Int.self, at: 0) == 5_000)
+        }
+    }
+
     @Test("a failing COPY reports the server's error and leaves the connection usable")
     func copyFailure() async throws {
         let client = try makeClient(maxConnections: 1)
