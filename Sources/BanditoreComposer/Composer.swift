@@ -194,6 +194,7 @@ public final class Composer: Service, Sendable {
                 return
             }
         }
+        try await jobs.flush()
         try await jobs.confirm(persist: true)
         try await database.query(
             """
@@ -235,7 +236,10 @@ public final class Composer: Service, Sendable {
                         ),
                         channel: channel
                     )
-                    if jobs.sinceConfirm >= configuration.checkpoint { try await jobs.confirm(persist: true) }
+                    if jobs.sinceFlush >= configuration.checkpoint {
+                        try await jobs.flush()
+                        try await jobs.confirm(persist: true)
+                    }
                 }
             }
         }
@@ -244,7 +248,7 @@ public final class Composer: Service, Sendable {
     /// Streams the rest of the audience (active subscribers of the bulletin's channels following one of its topics,
     /// everyone active when urgent) from `audience_cursor` on and writes its deliveries with COPY, a block of
     /// `checkpoint` at a time, each block in a transaction that moves the cursor; while PostgreSQL writes a block,
-    /// the previous one is published and confirmed. Returns false when the bulletin stopped being `sending`
+    /// the previous one is published (the one before it confirmed). Returns false when the bulletin stopped being `sending`
     /// (cancelled).
     private func writeAudience(_ bulletin: StoredBulletin, jobs: JobBatcher, logger: Logger) async throws -> Bool {
         let content = bulletin.content
@@ -270,6 +274,9 @@ public final class Composer: Service, Sendable {
                         writing = (next, Task { try await Self.write(next, of: bulletin.id, confirmed: confirmed, on: writer) })
                     }
                     if let (rows, first) = ready {
+                        // The blocks published before this one, confirmed by now as a rule: waiting for them here
+                        // rather than after publishing this one keeps the broker's fsync off the critical path.
+                        try await jobs.confirm(persist: false)
                         for (offset, row) in rows.enumerated() {
                             try await jobs.add(
                                 Recipient(
@@ -279,7 +286,7 @@ public final class Composer: Service, Sendable {
                                 channel: row.channel
                             )
                         }
-                        try await jobs.confirm(persist: false)
+                        try await jobs.flush()
                     }
                     return true
                 }
@@ -375,8 +382,9 @@ private struct AudienceRow: Sendable {
     var language: Language
 }
 
-/// Gathers a fan-out's recipients into jobs of `chunk` per channel and publishes them; `confirm()` publishes the
-/// partial jobs, waits for the broker's confirms and moves the bulletin's `fanout_cursor` past them.
+/// Gathers a fan-out's recipients into jobs of `chunk` per channel and publishes them; `flush()` publishes the
+/// partial jobs, `confirm(persist:)` waits for the broker's confirms and moves the confirmed cursor past what was
+/// flushed.
 private final class JobBatcher {
     let bulletin: StoredBulletin
     let messages: [Channel: [Language: RenderedMessage]]
@@ -385,8 +393,10 @@ private final class JobBatcher {
     let database: PostgresClient
     private var pending: [Channel: [Recipient]] = [:]
     private var lastID: Int64
+    private var flushedCursor: Int64
+    private var flushedCount = 0
     private(set) var confirmedCursor: Int64
-    private(set) var sinceConfirm = 0
+    private(set) var sinceFlush = 0
     private(set) var jobs = 0
     private(set) var published = 0
 
@@ -400,6 +410,7 @@ private final class JobBatcher {
         self.amqp = amqp
         self.database = database
         self.lastID = bulletin.fanoutCursor
+        self.flushedCursor = bulletin.fanoutCursor
         self.confirmedCursor = bulletin.fanoutCursor
     }
 
@@ -410,19 +421,26 @@ private final class JobBatcher {
             pending[channel]!.removeAll(keepingCapacity: true)
         }
         lastID = max(lastID, recipient.deliveryID ?? lastID)
-        sinceConfirm += 1
+        sinceFlush += 1
     }
 
-    /// With `persist`, the bulletin's `fanout_cursor` moves too (while the audience is written, the block
-    /// transactions move it instead, holding the bulletin's row).
-    func confirm(persist: Bool) async throws {
+    /// Publishes the partial jobs: every recipient added so far is then in a published job.
+    func flush() async throws {
         for (channel, recipients) in pending where !recipients.isEmpty { try await publish(channel, recipients) }
         pending.removeAll(keepingCapacity: true)
-        guard sinceConfirm > 0 else { return }
+        flushedCursor = lastID
+        flushedCount += sinceFlush
+        sinceFlush = 0
+    }
+
+    /// Waits for the broker to confirm every job published so far; the recipients up to the last `flush()` count
+    /// as queued then. With `persist`, the bulletin's `fanout_cursor` moves too (while the audience is written,
+    /// the block transactions move it instead, holding the bulletin's row).
+    func confirm(persist: Bool) async throws {
+        guard flushedCursor > confirmedCursor || flushedCount > published else { return }
         try await amqp.waitForConfirms()
-        confirmedCursor = lastID
-        published += sinceConfirm
-        sinceConfirm = 0
+        confirmedCursor = flushedCursor
+        published = flushedCount
         if persist {
             try await database.query(
                 """
