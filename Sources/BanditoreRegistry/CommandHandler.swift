@@ -18,6 +18,8 @@ import Synchronization
 public struct CommandHandler: Sendable {
     /// What a command did.
     public struct Outcome: Sendable {
+        /// Whose command it was (channel and address).
+        public var citizen: String
         public var duplicate = false
         /// The reply, in the outbox: publish it once the transaction has committed.
         public var reply: OutboxMessage?
@@ -34,7 +36,7 @@ public struct CommandHandler: Sendable {
 
     /// Applies `command` on `connection`, inside the caller's transaction.
     public func apply(_ command: CitizenCommand, on connection: PostgresConnection) async throws -> Outcome {
-        var outcome = Outcome()
+        var outcome = Outcome(citizen: CitizenKey.of(channel: command.channel, address: command.address))
         switch command.kind {
         case .ignored:
             return outcome
@@ -67,6 +69,7 @@ public struct CommandHandler: Sendable {
             subscriber = existing
         }
         var reply: Reply?
+        var created = false
 
         switch command.kind {
         case .subscribe:
@@ -79,12 +82,13 @@ public struct CommandHandler: Sendable {
                 let followed = try await existing.topics(catalogue, on: connection)
                 reply = wasActive ? .alreadySubscribed(topics: followed) : .welcomeBack(topics: followed)
             } else {
-                let created = try await Subscriber.create(
-                    channel: command.channel, address: command.address, language: language,
-                    topics: topic.map { [$0.slug] } ?? catalogue.map(\.slug), at: command.receivedAt, on: connection
+                let slugs = topic.map { [$0.slug] } ?? catalogue.map(\.slug)
+                subscriber = try await Subscriber.create(
+                    channel: command.channel, address: command.address, language: language, topics: slugs,
+                    at: command.receivedAt, on: connection
                 )
-                subscriber = created
-                reply = .subscribed(topics: try await created.topics(catalogue, on: connection))
+                created = true
+                reply = .subscribed(topics: catalogue.filter { slugs.contains($0.slug) })
             }
         case .unsubscribe:
             let reason = command.leaveReason ?? .command
@@ -144,7 +148,8 @@ public struct CommandHandler: Sendable {
         case .deliveryStatus, .ignored:
             break
         }
-        if let subscriber {
+        // A subscriber created just now was written whole.
+        if let subscriber, !created {
             try await subscriber.save(lastInbound: command.receivedAt, on: connection)
         }
         guard let reply else { return outcome }
@@ -231,17 +236,22 @@ struct Subscriber: Sendable {
         channel: Channel, address: String, language: Language, topics: [String], at: Date,
         on connection: PostgresConnection
     ) async throws -> Subscriber {
+        // The row and its topics in one statement.
         let row = try await connection.query(
             """
-            INSERT INTO subscribers (channel, address, language, last_inbound_at, subscribed_at)
-            VALUES (\(channel.rawValue), \(address), \(language.rawValue), \(at), now())
-            RETURNING id
+            WITH created AS (
+                INSERT INTO subscribers (channel, address, language, last_inbound_at, subscribed_at)
+                VALUES (\(channel.rawValue), \(address), \(language.rawValue), \(at), now())
+                RETURNING id
+            ), followed AS (
+                INSERT INTO subscriber_topics (subscriber_id, topic)
+                SELECT created.id, topic FROM created, unnest(\(topics)::text[]) AS topic
+                ON CONFLICT DO NOTHING
+            )
+            SELECT id FROM created
             """
         ).rows[0]
         let id = try row.decode(Int64.self, at: 0)
-        try await connection.query(
-            "INSERT INTO subscriber_topics (subscriber_id, topic) SELECT \(id), unnest(\(topics)::text[]) ON CONFLICT DO NOTHING"
-        )
         return Subscriber(id: id, channel: channel, address: address, language: language, active: true)
     }
 

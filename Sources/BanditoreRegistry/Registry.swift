@@ -12,17 +12,23 @@ import ServiceLifecycle
 /// from the dispatchers) and applies them to PostgreSQL.
 ///
 /// Commands run in `lanes` concurrent lanes; a citizen's commands always take the same lane (by address), so they
-/// apply in the order they were sent. Each command commits its effect and its reply (an outbox row) together; the
-/// reply is then published as a delivery job of one recipient and the command acknowledged. A command that cannot
-/// be decoded goes to the dead-letter queue; a database or broker failure puts it back after a pause.
+/// apply in the order they were sent. A lane takes every command waiting for it (up to `batch`) and applies them
+/// in one transaction, each command's effect with its reply (an outbox row); after the commit the replies are
+/// published as delivery jobs of one recipient, all in flight at once, and the commands acknowledged. When a
+/// batch's transaction fails, its commands are applied again one transaction each, so that one bad command holds
+/// up no other. A command that cannot be decoded goes to the dead-letter queue; a database failure puts it back
+/// after a pause.
 public final class Registry: Service, Sendable {
     public struct Configuration: Sendable {
         public var lanes: Int
         public var prefetch: Int
+        /// The most commands a lane applies in one transaction.
+        public var batch: Int
 
-        public init(lanes: Int = 16, prefetch: Int = 128) {
+        public init(lanes: Int = 8, prefetch: Int = 512, batch: Int = 64) {
             self.lanes = max(1, lanes)
             self.prefetch = max(self.lanes, prefetch)
+            self.batch = max(1, batch)
         }
     }
 
@@ -38,6 +44,7 @@ public final class Registry: Service, Sendable {
     private let deactivated = Counter(label: "banditore_registry_deactivated_total")
     private let poison = Counter(label: "banditore_registry_poison_total")
     private let failures = Counter(label: "banditore_registry_failures_total")
+    private let transactions = Counter(label: "banditore_registry_transactions_total")
 
     public init(
         configuration: Configuration, amqp: AMQPConnection, database: PostgresClient, relay: OutboxRelay,
@@ -57,11 +64,12 @@ public final class Registry: Service, Sendable {
         )
         let eventConsumer = try await amqp.consume(queue: BanditoreTopology.registryEvents, prefetch: 32)
         logger.info("registry consuming", metadata: ["lanes": "\(configuration.lanes)"])
-        let lanes = (0..<configuration.lanes).map { _ in AsyncStream<AMQPDelivery>.makeStream() }
+        let lanes = (0..<configuration.lanes).map { _ in LaneQueue<AMQPDelivery>() }
+        let batch = configuration.batch
         await withTaskGroup { group in
             for lane in lanes {
                 group.addTask {
-                    for await delivery in lane.stream { await self.handleCommand(delivery) }
+                    while let deliveries = await lane.take(limit: batch) { await self.handleCommands(deliveries) }
                 }
             }
             group.addTask {
@@ -79,12 +87,12 @@ public final class Registry: Service, Sendable {
             }
             do {
                 for try await delivery in commandConsumer {
-                    lanes[Self.lane(of: delivery, count: lanes.count)].continuation.yield(delivery)
+                    lanes[Self.lane(of: delivery, count: lanes.count)].push(delivery)
                 }
             } catch {
                 logger.error("command consumer ended", metadata: ["error": "\(String(reflecting: error))"])
             }
-            for lane in lanes { lane.continuation.finish() }
+            for lane in lanes { lane.finish() }
             eventConsumer.cancel()
             await group.waitForAll()
         }
@@ -119,38 +127,126 @@ public final class Registry: Service, Sendable {
         Settlement(what: "command", logger: logger, poison: poison, failures: failures)
     }
 
-    func handleCommand(_ delivery: AMQPDelivery) async {
-        guard let command = settlement.decode(CitizenCommand.self, from: delivery) else { return }
+    /// Applies the commands a lane took, in one transaction; one by one when that fails.
+    func handleCommands(_ deliveries: [AMQPDelivery]) async {
+        let decoded = deliveries.compactMap { delivery in
+            settlement.decode(CitizenCommand.self, from: delivery).map { (delivery, $0) }
+        }
+        if decoded.count > 1 {
+            let handler = self.handler
+            let commands = decoded.map(\.1)
+            do {
+                let outcomes = try await database.withTransaction { connection in
+                    var outcomes: [CommandHandler.Outcome] = []
+                    outcomes.reserveCapacity(commands.count)
+                    for command in commands { outcomes.append(try await handler.apply(command, on: connection)) }
+                    return outcomes
+                }
+                transactions.increment()
+                await afterCommit(outcomes)
+                for ((delivery, command), outcome) in zip(decoded, outcomes) {
+                    applied(command, outcome)
+                    delivery.ack()
+                }
+                return
+            } catch {
+                logger.debug(
+                    "a batch of commands failed; applying them one by one",
+                    metadata: ["commands": "\(commands.count)", "error": "\(String(reflecting: error))"]
+                )
+            }
+        }
+        for (delivery, command) in decoded {
+            let handler = self.handler
+            do {
+                let outcome = try await database.withTransaction { try await handler.apply(command, on: $0) }
+                transactions.increment()
+                await afterCommit([outcome])
+                applied(command, outcome)
+                delivery.ack()
+            } catch {
+                failures.increment()
+                let logger = logger(for: command)
+                if delivery.redelivered, Self.refusedForGood(error) {
+                    // Refused again for the same reason: it would be refused for ever.
+                    poison.increment()
+                    logger.error(
+                        "command refused by the database again: sent to the dead-letter queue",
+                        metadata: ["error": "\(String(reflecting: error))", "command": "\(command.kind.rawValue)"]
+                    )
+                    delivery.reject(requeue: false)
+                } else {
+                    logger.warning("command put back after an error", metadata: ["error": "\(String(reflecting: error))"])
+                    try? await Task.sleep(for: .seconds(1))
+                    delivery.nack(requeue: true)
+                }
+            }
+        }
+    }
+
+    /// Whether the database refused a command for what it is (a constraint, a trigger, bad data), not for a
+    /// passing reason (the connection, a deadlock or serialisation failure, a shutdown, a race on a unique key
+    /// with another replica), so that trying it again cannot help.
+    static func refusedForGood(_ error: any Error) -> Bool {
+        guard let error = error as? PostgresError, error.code == .server, let state = error.sqlState else {
+            return false
+        }
+        let passing = ["08", "40", "53", "57", "58", "55P03", "23505"]
+        return !passing.contains { state.hasPrefix($0) }
+    }
+
+    private func logger(for command: CitizenCommand) -> Logger {
         var logger = self.logger
         logger[metadataKey: "correlation.id"] = "\(command.correlationID)"
         logger[metadataKey: "channel"] = "\(command.channel.rawValue)"
         logger[metadataKey: "address"] = "\(Mask.address(command.address))"
-        await settlement.acknowledge(delivery, logger: logger) {
-            let outcome = try await apply(command)
-            commands.increment()
-            if outcome.duplicate { duplicates.increment() }
-            if outcome.reply != nil { replies.increment() }
-            logger.debug(
-                "command applied",
-                metadata: ["command": "\(command.kind.rawValue)", "duplicate": "\(outcome.duplicate)"]
-            )
-        }
+        return logger
     }
 
-    /// Applies `command` in its transaction, then does what must follow the commit: a report kept for a send not
-    /// recorded yet is tried once more (the dispatcher may have recorded it meanwhile), and the reply is published.
-    func apply(_ command: CitizenCommand) async throws -> CommandHandler.Outcome {
-        let handler = self.handler
-        let outcome = try await database.withTransaction { try await handler.apply(command, on: $0) }
-        if let kept = outcome.keptReport {
-            _ = try await database.withConnection {
-                try await DeliveryReports.applyKept(
-                    channel: kept.channel, providerMessageIDs: [kept.providerMessageID], on: $0
+    private func applied(_ command: CitizenCommand, _ outcome: CommandHandler.Outcome) {
+        commands.increment()
+        if outcome.duplicate { duplicates.increment() }
+        if outcome.reply != nil { replies.increment() }
+        logger(for: command).debug(
+            "command applied", metadata: ["command": "\(command.kind.rawValue)", "duplicate": "\(outcome.duplicate)"]
+        )
+    }
+
+    /// What follows a commit: reports kept for sends not recorded yet are tried once more (the dispatcher may have
+    /// recorded them meanwhile), and the replies are published, all at once. Neither can undo the commit, so
+    /// neither fails the commands: a reply the broker did not take stays in the outbox for the relay's sweep, and a
+    /// kept report for the registry's own sweep.
+    func afterCommit(_ outcomes: [CommandHandler.Outcome]) async {
+        let kept = Dictionary(grouping: outcomes.compactMap(\.keptReport), by: \.channel)
+        if !kept.isEmpty {
+            do {
+                try await database.withConnection { connection in
+                    for (channel, reports) in kept {
+                        _ = try await DeliveryReports.applyKept(
+                            channel: channel, providerMessageIDs: reports.map(\.providerMessageID), on: connection
+                        )
+                    }
+                }
+            } catch {
+                logger.warning("kept reports left for the sweep", metadata: ["error": "\(String(reflecting: error))"])
+            }
+        }
+        // A citizen's replies go out in the order of their commands; different citizens' all at once.
+        var chains: [String: [OutboxMessage]] = [:]
+        for outcome in outcomes {
+            if let reply = outcome.reply { chains[outcome.citizen, default: []].append(reply) }
+        }
+        let replies = chains.values.reduce(0) { $0 + $1.count }
+        if replies > 0 {
+            do {
+                try await relay.publishCommitted(chains: Array(chains.values))
+            } catch {
+                logger.warning(
+                    "replies left in the outbox for its sweep",
+                    metadata: ["replies": "\(replies)", "error": "\(String(reflecting: error))"]
                 )
             }
         }
-        if let reply = outcome.reply { try await relay.publishCommitted(reply) }
-        return outcome
     }
 
     func handleEvent(_ delivery: AMQPDelivery) async {

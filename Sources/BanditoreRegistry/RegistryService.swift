@@ -31,8 +31,9 @@ public enum RegistryService {
         )
         let registry = Registry(
             configuration: .init(
-                lanes: reader.int(forKey: "registry.lanes", default: 16),
-                prefetch: reader.int(forKey: "registry.prefetch", default: 128)
+                lanes: reader.int(forKey: "registry.lanes", default: 8),
+                prefetch: reader.int(forKey: "registry.prefetch", default: 512),
+                batch: reader.int(forKey: "registry.batch", default: 64)
             ),
             amqp: amqp, database: database, relay: relay, logger: context.logger
         )

@@ -63,8 +63,40 @@ public final class OutboxRelay: Service, Sendable {
     /// Publishes a message the caller has just committed to the outbox, without reading it back, and marks it.
     /// The sweep leaves rows younger than `sweepAge` alone, so the two do not race.
     public func publishCommitted(_ row: OutboxMessage) async throws {
-        try await amqp.publishConfirmed(row.message, exchange: row.exchange, routingKey: row.routingKey)
-        try await database.query("UPDATE outbox SET published_at = now() WHERE id = \(row.id)")
+        try await publishCommitted(chains: [[row]])
+    }
+
+    /// Publishes messages the caller has just committed and marks them in one statement. Each chain is published
+    /// in its order (a message once the one before it is confirmed), the chains all at once; a chain stops at a
+    /// message the broker did not take, the ones confirmed are marked all the same, and the error is thrown.
+    public func publishCommitted(chains: [[OutboxMessage]]) async throws {
+        let amqp = self.amqp
+        var confirmed: [Int64] = []
+        var failure: (any Error)?
+        await withTaskGroup(of: ([Int64], (any Error)?).self) { group in
+            for chain in chains where !chain.isEmpty {
+                group.addTask {
+                    var done: [Int64] = []
+                    for row in chain {
+                        do {
+                            try await amqp.publishConfirmed(row.message, exchange: row.exchange, routingKey: row.routingKey)
+                            done.append(row.id)
+                        } catch {
+                            return (done, error)
+                        }
+                    }
+                    return (done, nil)
+                }
+            }
+            for await (ids, error) in group {
+                confirmed += ids
+                if let error { failure = failure ?? error }
+            }
+        }
+        if !confirmed.isEmpty {
+            try await database.query("UPDATE outbox SET published_at = now() WHERE id = ANY(\(confirmed))")
+        }
+        if let failure { throw failure }
     }
 
     /// Publishes up to 500 rows left unpublished for longer than `sweepAge`; returns how many.

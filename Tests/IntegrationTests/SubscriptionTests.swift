@@ -467,6 +467,87 @@ struct SubscriptionTests {
         await town.stop()
     }
 
+    @Test(
+        "a backlog of commands applied many to a transaction: each citizen's in order, once, with one reply each; a poison message and a command the database refuses go to the dead-letter queue"
+    )
+    func backlogInBatches() async throws {
+        var town = try await Town.start("it_subs_backlog", base: 110, channels: [.telegram])
+        let registryPort = town.registry.port
+        #expect(await town.harness.terminate(town.registry) == 0)
+
+        // With the registry stopped, 150 citizens subscribe and then ask for English: 300 commands wait.
+        let subscribed = try await town.play(.telegram, .subscribe, first: 0, count: 150)
+        let english = try await town.play(.telegram, .text, text: "/lingua inglese", first: 0, count: 150)
+        #expect(subscribed.accepted == 150 && english.accepted == 150, "\(subscribed) \(english)")
+        let citizens = (0..<150).map { ProviderSimulator.citizenAddress(channel: .telegram, index: $0) }
+        // One citizen the database refuses (a trigger stands for any constraint), and a message no one can read.
+        let refused = citizens[70]
+        try await town.harness.database.query(
+            """
+            CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                IF NEW.address = '\(unescaped: refused)' THEN RAISE EXCEPTION 'refused for the test'; END IF;
+                RETURN NEW;
+            END $$
+            """
+        )
+        try await town.harness.database.query(
+            "CREATE TRIGGER refuse_one BEFORE INSERT ON subscribers FOR EACH ROW EXECUTE FUNCTION refuse_one()"
+        )
+        try await town.harness.amqp.publishConfirmed(
+            .json(Array("{not json".utf8), type: CitizenCommand.messageType, messageID: "poison-1"),
+            exchange: BanditoreTopology.commandsExchange, routingKey: "command.subscribe"
+        )
+        #expect(try await town.harness.ready(BanditoreTopology.registryCommands) == 301)
+
+        town = Town(
+            harness: town.harness, ingest: town.ingest,
+            registry: try await town.harness.service("banditore-registry", port: registryPort),
+            dispatchers: town.dispatchers
+        )
+        let others = citizens.filter { $0 != refused }
+        let done = await eventually(timeout: .seconds(60), every: .milliseconds(200)) {
+            let row = try? await town.harness.database.query(
+                "SELECT count(*) FROM subscribers WHERE active AND language = 'en' AND channel = 'telegram'"
+            ).first
+            return (try? row?.decode(Int.self, at: 0)) == others.count
+        }
+        #expect(done)
+        let dead = BanditoreTopology.deadQueue(BanditoreTopology.registryCommands)
+        #expect(await eventually(timeout: .seconds(30)) { (try? await town.harness.ready(dead)) == 2 })
+        #expect(try await town.subscription(.telegram, refused) == nil)
+
+        // One reply to each command: Italian for the subscription; English for the language, which it could only be
+        // if the subscription came first (the dispatcher may send a citizen's two replies in either order).
+        _ = await eventually(timeout: .seconds(60), every: .milliseconds(500)) {
+            (try? await town.harness.simMessages(.telegram).count) ?? 0 >= 2 * others.count + 1
+        }
+        try await Task.sleep(for: .seconds(1))
+        let replies = Dictionary(grouping: try await town.harness.simMessages(.telegram), by: \.recipient)
+        for citizen in others {
+            let texts = replies[citizen]?.map(\.text) ?? []
+            #expect(texts.count == 2, "\(citizen): \(texts)")
+            #expect(texts.filter { $0.hasPrefix("Iscrizione attivata.") }.count == 1, "\(citizen): \(texts)")
+            #expect(texts.filter { $0.hasPrefix("Language set: English.") }.count == 1, "\(citizen): \(texts)")
+        }
+        #expect(replies[refused]?.count == 1, "the refused citizen's language command: not subscribed")
+
+        let metrics = await town.registry.get("/metrics")?.body ?? ""
+        let commands = Self.metric(metrics, "banditore_registry_commands_total")
+        let transactions = Self.metric(metrics, "banditore_registry_transactions_total")
+        #expect(commands == 299, "\(metrics)")
+        #expect(transactions > 0 && transactions * 2 < commands, "\(transactions) transactions for \(commands) commands")
+        #expect(Self.metric(metrics, "banditore_registry_poison_total") == 2)
+        await town.stop()
+    }
+
+    static func metric(_ text: String, _ name: String) -> Int {
+        for line in text.split(separator: "\n") where line.hasPrefix(name + " ") {
+            return Int(Double(line.split(separator: " ").last ?? "") ?? -1)
+        }
+        return -1
+    }
+
     @Test("the broker stops: ingest answers 503 and publishes nothing; it comes back: the provider's retry goes through")
     func brokerDown() async throws {
         try await PrivateServer.with(.rabbitmq, portBase: 5796) { broker in
