@@ -255,23 +255,38 @@ public final class Composer: Service, Sendable {
         let blockSize = configuration.checkpoint
         let started = ContinuousClock.now
         var written = 0
+        // Time spent waiting for PostgreSQL to finish writing a block: near the whole run, the writing is the
+        // critical path; near zero, the streaming and publishing are.
+        var waitedForWrites = Duration.zero
+        var writingTook = Duration.zero
         return try await database.withConnection { reader in
             try await database.withConnection { writer in
                 var block: [AudienceRow] = []
                 block.reserveCapacity(blockSize)
-                var writing: (rows: [AudienceRow], task: Task<Int64?, any Error>)?
+                var writing: (rows: [AudienceRow], task: Task<(first: Int64?, took: Duration), any Error>)?
                 /// Waits for the block being written, publishes it, and starts writing `next` (if any).
                 func advance(_ next: [AudienceRow]?) async throws -> Bool {
                     var ready: (rows: [AudienceRow], first: Int64)?
                     if let (rows, task) = writing {
-                        guard let first = try await task.value else { return false }
+                        let waitStarted = ContinuousClock.now
+                        let block = try await task.value
+                        waitedForWrites += ContinuousClock.now - waitStarted
+                        writingTook += block.took
+                        guard let first = block.first else { return false }
                         ready = (rows, first)
                         written += rows.count
                     }
                     writing = nil
                     if let next {
                         let confirmed = jobs.confirmedCursor
-                        writing = (next, Task { try await Self.write(next, of: bulletin.id, confirmed: confirmed, on: writer) })
+                        writing = (
+                            next,
+                            Task {
+                                let writeStarted = ContinuousClock.now
+                                let first = try await Self.write(next, of: bulletin.id, confirmed: confirmed, on: writer)
+                                return (first, ContinuousClock.now - writeStarted)
+                            }
+                        )
                     }
                     if let (rows, first) = ready {
                         // The blocks published before this one, confirmed by now as a rule: waiting for them here
@@ -323,7 +338,13 @@ public final class Composer: Service, Sendable {
                     throw error
                 }
                 let elapsed = ContinuousClock.now - started
-                logger.info("audience written", metadata: ["deliveries": "\(written)", "elapsed": "\(elapsed)"])
+                logger.info(
+                    "audience written",
+                    metadata: [
+                        "deliveries": "\(written)", "elapsed": "\(elapsed)", "writing": "\(writingTook)",
+                        "waited_for_writes": "\(waitedForWrites)",
+                    ]
+                )
                 return true
             }
         }
