@@ -19,7 +19,8 @@ import ServiceLifecycle
 /// audience from `subscribers` once, in id order (active subscribers of the bulletin's channels who follow one of its
 /// topics; everyone active for an urgent bulletin), so the composer never holds it:
 /// 1. every `checkpoint` subscribers become `deliveries` rows, written with COPY under ids reserved for the block, in
-///    a transaction that moves `audience_cursor` past them (and stops if the bulletin was cancelled);
+///    a transaction that moves `audience_cursor` past them (and stops if the bulletin was cancelled); two blocks are
+///    written at once on two connections, committed in order;
 /// 2. while PostgreSQL writes a block, the previous one is published as jobs of `chunk` recipients per channel, the
 ///    message rendered per language, and confirmed by the broker; `fanout_cursor` follows what is confirmed.
 /// After a crash the fan-out publishes again the deliveries written past `fanout_cursor` (only the last blocks'
@@ -247,9 +248,11 @@ public final class Composer: Service, Sendable {
 
     /// Streams the rest of the audience (active subscribers of the bulletin's channels following one of its topics,
     /// everyone active when urgent) from `audience_cursor` on and writes its deliveries with COPY, a block of
-    /// `checkpoint` at a time, each block in a transaction that moves the cursor; while PostgreSQL writes a block,
-    /// the previous one is published (the one before it confirmed). Returns false when the bulletin stopped being `sending`
-    /// (cancelled).
+    /// `checkpoint` at a time, each block in a transaction that moves the cursor. Two blocks are written at once on
+    /// two connections (PostgreSQL's COPY is the critical path, and one backend uses one core), their ids reserved
+    /// and their transactions committed in block order, so that the cursor never passes a block not committed; while
+    /// they are written, the block before them is published (the one before it confirmed). Returns false when the
+    /// bulletin stopped being `sending` (cancelled).
     private func writeAudience(_ bulletin: StoredBulletin, jobs: JobBatcher, logger: Logger) async throws -> Bool {
         let content = bulletin.content
         let blockSize = configuration.checkpoint
@@ -260,137 +263,188 @@ public final class Composer: Service, Sendable {
         var waitedForWrites = Duration.zero
         var writingTook = Duration.zero
         return try await database.withConnection { reader in
-            try await database.withConnection { writer in
-                var block: [AudienceRow] = []
-                block.reserveCapacity(blockSize)
-                var writing: (rows: [AudienceRow], task: Task<(first: Int64?, took: Duration), any Error>)?
-                /// Waits for the block being written, publishes it, and starts writing `next` (if any).
-                func advance(_ next: [AudienceRow]?) async throws -> Bool {
-                    var ready: (rows: [AudienceRow], first: Int64)?
-                    if let (rows, task) = writing {
+            try await database.withConnection { first in
+                try await database.withConnection { second in
+                    let writers = [first, second]
+                    var blocks = 0
+                    var block: [AudienceRow] = []
+                    block.reserveCapacity(blockSize)
+                    var inFlight: [BlockWrite] = []
+
+                    /// Waits for the oldest block being written and publishes it; false when the bulletin stopped.
+                    func publishOldest() async throws -> Bool {
+                        let oldest = inFlight.removeFirst()
                         let waitStarted = ContinuousClock.now
-                        let block = try await task.value
+                        let outcome = try await oldest.committed.value
                         waitedForWrites += ContinuousClock.now - waitStarted
-                        writingTook += block.took
-                        guard let first = block.first else { return false }
-                        ready = (rows, first)
-                        written += rows.count
-                    }
-                    writing = nil
-                    if let next {
-                        let confirmed = jobs.confirmedCursor
-                        writing = (
-                            next,
-                            Task {
-                                let writeStarted = ContinuousClock.now
-                                let first = try await Self.write(next, of: bulletin.id, confirmed: confirmed, on: writer)
-                                return (first, ContinuousClock.now - writeStarted)
-                            }
-                        )
-                    }
-                    if let (rows, first) = ready {
+                        writingTook += outcome.took
+                        guard let firstID = outcome.first else { return false }
+                        written += oldest.rows.count
                         // The blocks published before this one, confirmed by now as a rule: waiting for them here
                         // rather than after publishing this one keeps the broker's fsync off the critical path.
                         try await jobs.confirm(persist: false)
-                        for (offset, row) in rows.enumerated() {
+                        for (offset, row) in oldest.rows.enumerated() {
                             try await jobs.add(
                                 Recipient(
-                                    deliveryID: first + Int64(offset), subscriberID: row.subscriberID,
+                                    deliveryID: firstID + Int64(offset), subscriberID: row.subscriberID,
                                     address: row.address, language: row.language
                                 ),
                                 channel: row.channel
                             )
                         }
                         try await jobs.flush()
+                        return true
                     }
-                    return true
-                }
-                do {
-                    try await reader.withRows(
-                        """
-                        SELECT id, channel, address, language
-                          FROM bulletin_audience(\(content.channels.map(\.rawValue))::text[], \(content.topics)::text[],
-                                                 \(content.urgency == .urgent), \(bulletin.audienceCursor))
-                        """
-                    ) { rows in
-                        for try await row in rows {
-                            let (subscriberID, channelName, address, languageCode) = try row.decode(
-                                Int64.self, String.self, String.self, String.self
+
+                    /// Starts writing `rows` on the connection the block before last used (finished by now).
+                    func start(_ rows: [AudienceRow]) {
+                        let connection = writers[blocks % writers.count]
+                        blocks += 1
+                        let previous = inFlight.last
+                        let confirmed = jobs.confirmedCursor
+                        let bulletinID = bulletin.id
+                        let reserved = Task {
+                            // Ids in block order: a bulletin's deliveries are the range between its first and last.
+                            _ = try await previous?.reserved.value
+                            return try await Self.reserve(rows.count, on: connection)
+                        }
+                        let committed = Task {
+                            let writeStarted = ContinuousClock.now
+                            let firstID = try await Self.write(
+                                rows, of: bulletinID, first: try await reserved.value, confirmed: confirmed,
+                                after: previous?.committed, on: connection
                             )
-                            guard let channel = Channel(rawValue: channelName) else { continue }
-                            block.append(
-                                AudienceRow(
-                                    subscriberID: subscriberID, channel: channel, address: address,
-                                    language: Language(rawValue: languageCode) ?? .italian
+                            return BlockWrite.Outcome(first: firstID, took: ContinuousClock.now - writeStarted)
+                        }
+                        inFlight.append(BlockWrite(rows: rows, reserved: reserved, committed: committed))
+                    }
+
+                    func advance(_ next: [AudienceRow]?) async throws -> Bool {
+                        guard let next else {
+                            while !inFlight.isEmpty { guard try await publishOldest() else { return false } }
+                            return true
+                        }
+                        if inFlight.count >= writers.count { guard try await publishOldest() else { return false } }
+                        start(next)
+                        return true
+                    }
+
+                    var finished = false
+                    do {
+                        try await reader.withRows(
+                            """
+                            SELECT id, channel, address, language
+                              FROM bulletin_audience(\(content.channels.map(\.rawValue))::text[], \(content.topics)::text[],
+                                                     \(content.urgency == .urgent), \(bulletin.audienceCursor))
+                            """
+                        ) { rows in
+                            for try await row in rows {
+                                let (subscriberID, channelName, address, languageCode) = try row.decode(
+                                    Int64.self, String.self, String.self, String.self
                                 )
-                            )
-                            if block.count >= blockSize {
-                                guard try await advance(block) else { throw Stopped() }
-                                block.removeAll(keepingCapacity: true)
+                                guard let channel = Channel(rawValue: channelName) else { continue }
+                                block.append(
+                                    AudienceRow(
+                                        subscriberID: subscriberID, channel: channel, address: address,
+                                        language: Language(rawValue: languageCode) ?? .italian
+                                    )
+                                )
+                                if block.count >= blockSize {
+                                    guard try await advance(block) else { throw Stopped() }
+                                    block.removeAll(keepingCapacity: true)
+                                }
                             }
                         }
+                        if !block.isEmpty { guard try await advance(block) else { throw Stopped() } }
+                        finished = try await advance(nil)
+                    } catch is Stopped {
+                        finished = false
+                    } catch {
+                        // The connections go back to the pool only once no write uses them.
+                        for write in inFlight { _ = try? await write.committed.value }
+                        throw error
                     }
-                    guard try await advance(block.isEmpty ? nil : block), try await advance(nil) else { return false }
-                } catch is Stopped {
-                    return false
-                } catch {
-                    _ = try? await writing?.task.value
-                    throw error
+                    for write in inFlight { _ = try? await write.committed.value }
+                    guard finished else { return false }
+                    let elapsed = ContinuousClock.now - started
+                    logger.info(
+                        "audience written",
+                        metadata: [
+                            "deliveries": "\(written)", "elapsed": "\(elapsed)", "writing": "\(writingTook)",
+                            "waited_for_writes": "\(waitedForWrites)",
+                        ]
+                    )
+                    return true
                 }
-                let elapsed = ContinuousClock.now - started
-                logger.info(
-                    "audience written",
-                    metadata: [
-                        "deliveries": "\(written)", "elapsed": "\(elapsed)", "writing": "\(writingTook)",
-                        "waited_for_writes": "\(waitedForWrites)",
-                    ]
-                )
-                return true
             }
         }
     }
 
-    /// Writes a block of the audience's deliveries with ids reserved for it, and moves the bulletin's cursors, in
-    /// one transaction; returns the block's first delivery id, or nil when the bulletin is no longer `sending`.
+    /// Reserves `count` consecutive delivery ids; returns the first.
+    private static func reserve(_ count: Int, on connection: PostgresConnection) async throws -> Int64 {
+        try await connection.query("SELECT reserve_delivery_ids(\(Int64(count)))").rows[0].decode(Int64.self, at: 0)
+    }
+
+    /// Writes a block of the audience's deliveries under the ids reserved for it and, once the block before it has
+    /// committed, moves the bulletin's cursors, in one transaction; returns the block's first delivery id, or nil
+    /// (having written nothing) when the bulletin is no longer `sending` or the block before it stopped.
     private static func write(
-        _ rows: [AudienceRow], of bulletin: UUID, confirmed: Int64, on connection: PostgresConnection
+        _ rows: [AudienceRow], of bulletin: UUID, first: Int64, confirmed: Int64,
+        after previous: Task<BlockWrite.Outcome, any Error>?, on connection: PostgresConnection
     ) async throws -> Int64? {
-        let first = try await connection.query("SELECT reserve_delivery_ids(\(Int64(rows.count)))").rows[0]
-            .decode(Int64.self, at: 0)
         let last = first + Int64(rows.count) - 1
-        return try await connection.withTransaction { connection in
-            // This row first: a cancel holds it while it cancels the deliveries written so far.
-            let moved = try await connection.query(
-                """
-                UPDATE bulletins SET audience_cursor = \(rows[rows.count - 1].subscriberID),
-                                     first_delivery_id = coalesce(first_delivery_id, \(first)),
-                                     last_delivery_id = \(last), fanout_cursor = greatest(fanout_cursor, \(confirmed)),
-                                     updated_at = now()
-                 WHERE id = \(bulletin) AND state = 'sending'
-                """
-            ).affectedRows
-            guard moved == 1 else { return nil }
-            // Written as COPY text here: formatting the bulletin's id for each of a million rows was the
-            // composer's largest cost. Nothing in these values needs escaping.
-            let bulletinText = Array(bulletin.uuidString.lowercased().utf8)
-            var text: [UInt8] = []
-            text.reserveCapacity(rows.count * (bulletinText.count + 40))
-            for (offset, row) in rows.enumerated() {
-                text.append(contentsOf: String(first + Int64(offset)).utf8)
-                text.append(9)
-                text.append(contentsOf: bulletinText)
-                text.append(9)
-                text.append(contentsOf: String(row.subscriberID).utf8)
-                text.append(9)
-                text.append(contentsOf: row.channel.rawValue.utf8)
-                text.append(10)
+        do {
+            return try await connection.withTransaction { connection in
+                // Written as COPY text here: formatting the bulletin's id for each of a million rows was the
+                // composer's largest cost. Nothing in these values needs escaping.
+                let bulletinText = Array(bulletin.uuidString.lowercased().utf8)
+                var text: [UInt8] = []
+                text.reserveCapacity(rows.count * (bulletinText.count + 40))
+                for (offset, row) in rows.enumerated() {
+                    text.append(contentsOf: String(first + Int64(offset)).utf8)
+                    text.append(9)
+                    text.append(contentsOf: bulletinText)
+                    text.append(9)
+                    text.append(contentsOf: String(row.subscriberID).utf8)
+                    text.append(9)
+                    text.append(contentsOf: row.channel.rawValue.utf8)
+                    text.append(10)
+                }
+                try await connection.copy(
+                    into: "deliveries", columns: ["id", "bulletin_id", "subscriber_id", "channel"], text: text
+                )
+                // Commits in block order: the cursor must never pass a block that a crash could still undo.
+                if let previous, try await previous.value.first == nil { throw Stopped() }
+                // A cancel holds this row while it cancels the deliveries written so far and records the rest of
+                // the audience: waiting for it here, this block finds the bulletin cancelled and rolls back.
+                let moved = try await connection.query(
+                    """
+                    UPDATE bulletins SET audience_cursor = \(rows[rows.count - 1].subscriberID),
+                                         first_delivery_id = coalesce(first_delivery_id, \(first)),
+                                         last_delivery_id = \(last), fanout_cursor = greatest(fanout_cursor, \(confirmed)),
+                                         updated_at = now()
+                     WHERE id = \(bulletin) AND state = 'sending'
+                    """
+                ).affectedRows
+                guard moved == 1 else { throw Stopped() }
+                return first
             }
-            try await connection.copy(
-                into: "deliveries", columns: ["id", "bulletin_id", "subscriber_id", "channel"], text: text
-            )
-            return first
+        } catch is Stopped {
+            return nil
         }
     }
+}
+
+/// A block of the audience being written: its rows, its reserved ids, its transaction.
+private struct BlockWrite: Sendable {
+    struct Outcome: Sendable {
+        var first: Int64?
+        var took: Duration
+    }
+
+    let rows: [AudienceRow]
+    let reserved: Task<Int64, any Error>
+    let committed: Task<Outcome, any Error>
 }
 
 private struct Stopped: Error {}

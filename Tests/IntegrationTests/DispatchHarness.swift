@@ -126,11 +126,13 @@ final class DispatchHarness: Sendable {
         _ = try await simCall("PUT", "/sim/settings", body: json)
     }
 
+    /// `timeout` is how long the answer may take: playing many citizens answers only once they all have, which on a
+    /// loaded machine (the whole suite runs at once) can take minutes.
     @discardableResult
-    func simCall(_ method: String, _ path: String, body: String? = nil) async throws -> Data {
+    func simCall(_ method: String, _ path: String, body: String? = nil, timeout: TimeInterval = 30) async throws -> Data {
         var request = URLRequest(url: URL(string: simURL + path)!)
         request.httpMethod = method
-        request.timeoutInterval = 30
+        request.timeoutInterval = timeout
         if let body {
             request.httpBody = Data(body.utf8)
             request.setValue("application/json", forHTTPHeaderField: "Content-Type")

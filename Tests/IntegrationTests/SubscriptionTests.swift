@@ -79,7 +79,8 @@ struct SubscriptionTests {
                 first: first, concurrency: concurrency, ingestURL: ingestURL
             )
             let data = try await harness.simCall(
-                "POST", "/sim/citizens", body: String(decoding: try JSONEncoder().encode(request), as: UTF8.self)
+                "POST", "/sim/citizens", body: String(decoding: try JSONEncoder().encode(request), as: UTF8.self),
+                timeout: 300
             )
             return try JSONDecoder.sim.decode(ProviderSimulator.PlayReport.self, from: data)
         }
@@ -124,7 +125,7 @@ struct SubscriptionTests {
             var request = URLRequest(url: URL(string: ingestURL + path)!)
             request.httpMethod = "POST"
             request.httpBody = Data(body)
-            request.timeoutInterval = 10
+            request.timeoutInterval = 30
             for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
             let (data, response) = try await URLSession.shared.data(for: request)
             return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
@@ -132,7 +133,7 @@ struct SubscriptionTests {
 
         func get(_ path: String, headers: [String: String] = [:]) async throws -> (Int, String) {
             var request = URLRequest(url: URL(string: ingestURL + path)!)
-            request.timeoutInterval = 10
+            request.timeoutInterval = 30
             for (name, value) in headers { request.setValue(value, forHTTPHeaderField: name) }
             let (data, response) = try await URLSession.shared.data(for: request)
             return ((response as? HTTPURLResponse)?.statusCode ?? 0, String(decoding: data, as: UTF8.self))
