@@ -9,7 +9,8 @@ import ServiceLifecycle
 /// A service writes its messages with ``add(encoding:type:messageID:exchange:routingKey:on:)`` inside the
 /// transaction of its effect; after the commit it publishes them with ``OutboxRelay/publishCommitted(_:)``, and a
 /// sweep publishes whatever a crash or a broker outage left behind (rows older than a few seconds, locked with
-/// `FOR UPDATE SKIP LOCKED` so that the sweeps of two replicas never publish one row both). A row is marked
+/// `FOR UPDATE SKIP LOCKED`, as the publish after a commit locks its rows, so that no two of them ever publish
+/// one row both). A row is marked
 /// published once the broker confirmed; a crash between the confirm and the mark publishes it again (at least once).
 public enum Outbox {
     /// Adds `value` as a message; returns it ready to publish once the transaction has committed.
@@ -61,7 +62,6 @@ public final class OutboxRelay: Service, Sendable {
     }
 
     /// Publishes a message the caller has just committed to the outbox, without reading it back, and marks it.
-    /// The sweep leaves rows younger than `sweepAge` alone, so the two do not race.
     public func publishCommitted(_ row: OutboxMessage) async throws {
         try await publishCommitted(chains: [[row]])
     }
@@ -69,33 +69,52 @@ public final class OutboxRelay: Service, Sendable {
     /// Publishes messages the caller has just committed and marks them in one statement. Each chain is published
     /// in its order (a message once the one before it is confirmed), the chains all at once; a chain stops at a
     /// message the broker did not take, the ones confirmed are marked all the same, and the error is thrown.
+    ///
+    /// The rows are locked meanwhile (`FOR UPDATE SKIP LOCKED`, as the sweep locks them), so that the sweep never
+    /// publishes a row this is publishing, however long a loaded machine takes: a row the sweep holds, or has
+    /// published already, is left to it.
     public func publishCommitted(chains: [[OutboxMessage]]) async throws {
+        let ids = chains.flatMap { $0.map(\.id) }
+        guard !ids.isEmpty else { return }
         let amqp = self.amqp
-        var confirmed: [Int64] = []
-        var failure: (any Error)?
-        await withTaskGroup(of: ([Int64], (any Error)?).self) { group in
-            for chain in chains where !chain.isEmpty {
-                group.addTask {
-                    var done: [Int64] = []
-                    for row in chain {
-                        do {
-                            try await amqp.publishConfirmed(row.message, exchange: row.exchange, routingKey: row.routingKey)
-                            done.append(row.id)
-                        } catch {
-                            return (done, error)
+        let failure: (any Error)? = try await database.withTransaction { connection in
+            let claimed = Set(
+                try await connection.query(
+                    "SELECT id FROM outbox WHERE id = ANY(\(ids)) AND published_at IS NULL FOR UPDATE SKIP LOCKED"
+                ).rows.map { try $0.decode(Int64.self, at: 0) }
+            )
+            var confirmed: [Int64] = []
+            var failure: (any Error)?
+            await withTaskGroup(of: ([Int64], (any Error)?).self) { group in
+                for chain in chains {
+                    let mine = chain.filter { claimed.contains($0.id) }
+                    guard !mine.isEmpty else { continue }
+                    group.addTask {
+                        var done: [Int64] = []
+                        for row in mine {
+                            do {
+                                try await amqp.publishConfirmed(
+                                    row.message, exchange: row.exchange, routingKey: row.routingKey
+                                )
+                                done.append(row.id)
+                            } catch {
+                                return (done, error)
+                            }
                         }
+                        return (done, nil)
                     }
-                    return (done, nil)
+                }
+                for await (done, error) in group {
+                    confirmed += done
+                    if let error { failure = failure ?? error }
                 }
             }
-            for await (ids, error) in group {
-                confirmed += ids
-                if let error { failure = failure ?? error }
+            if !confirmed.isEmpty {
+                try await connection.query("UPDATE outbox SET published_at = now() WHERE id = ANY(\(confirmed))")
             }
+            return failure
         }
-        if !confirmed.isEmpty {
-            try await database.query("UPDATE outbox SET published_at = now() WHERE id = ANY(\(confirmed))")
-        }
+        // The marks of what was confirmed are committed; what was not stays for the sweep.
         if let failure { throw failure }
     }
 
