@@ -13,10 +13,11 @@ import Glibc
 /// never on Swift's cooperative pool. Cancelling the calling task cancels the running query through `PQcancel`,
 /// which libpq documents as safe from another thread. Most code uses a ``PostgresClient`` (the pool) instead.
 public final class PostgresConnection: @unchecked Sendable {
-    // @unchecked: `handle` is read and written only inside blocks on `queue` (serial); `cancelKey` is behind a
-    // Mutex; everything else is immutable.
+    // @unchecked: `handle` and `statements` are read and written only inside blocks on `queue` (serial);
+    // `cancelKey` is behind a Mutex; everything else is immutable.
     private let queue: DispatchQueue
     private var handle: OpaquePointer?
+    private var statements = PreparedStatements()
     private let cancelKey = Mutex<CancelKey?>(nil)
     public let configuration: PostgresConfiguration
     let logger: Logger
@@ -103,14 +104,63 @@ public final class PostgresConnection: @unchecked Sendable {
     // MARK: Queries
 
     /// Runs a query and returns all its rows.
+    ///
+    /// A query with parameters is prepared on the connection the first time its text is seen and executed as the
+    /// prepared statement from then on, so that the server parses it once per connection (and, for the statements
+    /// a service runs over and over, plans it once): see ``PreparedStatements``.
     @discardableResult
     public func query(_ query: PostgresQuery) async throws -> PostgresResult {
         try await run { conn in
-            let result = Params(query.binds).withPointers { values in
-                PQexecParams(conn, query.sql, Int32(query.binds.count), nil, values, nil, nil, 0)
+            guard !query.binds.isEmpty, let name = try self.preparedName(for: query, conn: conn) else {
+                let result = Params(query.binds).withPointers { values in
+                    PQexecParams(conn, query.sql, Int32(query.binds.count), nil, values, nil, nil, 0)
+                }
+                return try self.collect(result, conn: conn, sql: query.sql)
             }
-            return try self.collect(result, conn: conn, sql: query.sql)
+            do {
+                return try self.executePrepared(name, query, conn: conn)
+            } catch let error as PostgresError where self.statements.isStale(error) {
+                // The statement's tables changed under it (or it is gone): forget it. Outside a transaction
+                // nothing ran, so it is prepared again and run once more; inside one the caller sees the error.
+                self.statements.forget(query.sql)
+                guard PQtransactionStatus(conn) == PQTRANS_IDLE,
+                    let again = try self.preparedName(for: query, conn: conn)
+                else { throw error }
+                return try self.executePrepared(again, query, conn: conn)
+            }
         }
+    }
+
+    /// The name of `query`'s prepared statement, preparing it first if needed; nil when the connection holds as
+    /// many as it keeps (the query then runs unprepared). Runs on the queue.
+    private func preparedName(for query: PostgresQuery, conn: OpaquePointer) throws -> String? {
+        if let name = statements.name(for: query.sql) { return name }
+        guard let name = statements.reserve(query.sql) else { return nil }
+        let result = PQprepare(conn, name, query.sql, Int32(query.binds.count), nil)
+        do {
+            _ = try collect(result, conn: conn, sql: query.sql)
+        } catch {
+            statements.forget(query.sql)
+            throw error
+        }
+        return name
+    }
+
+    private func executePrepared(_ name: String, _ query: PostgresQuery, conn: OpaquePointer) throws -> PostgresResult {
+        let result = Params(query.binds).withPointers { values in
+            PQexecPrepared(conn, name, Int32(query.binds.count), values, nil, nil, 0)
+        }
+        do {
+            return try collect(result, conn: conn, sql: query.sql)
+        } catch let error as PostgresError where error.code == .connectionClosed {
+            statements.removeAll()
+            throw error
+        }
+    }
+
+    /// How many statements this connection holds prepared (for tests and diagnostics).
+    public var preparedStatementCount: Int {
+        get async { await onQueue { self.statements.count } }
     }
 
     /// Runs one or more statements without parameters (a migration file, say) in one round trip.
@@ -319,6 +369,7 @@ public final class PostgresConnection: @unchecked Sendable {
             }
             self.logger.info("PostgreSQL connection lost; reconnecting")
             PQreset(conn)
+            self.statements.removeAll()  // a new session: what the old one prepared is gone
             self.refreshCancelKey()
             return PQstatus(conn) == CONNECTION_OK
         }
@@ -422,6 +473,41 @@ public final class PostgresConnection: @unchecked Sendable {
 
 private func trimmed(_ message: String) -> String {
     message.trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+/// The statements a connection has prepared, by their SQL text; touched on the connection's queue only.
+///
+/// Bounded: a connection keeps at most `limit` statements (the services run a few dozen distinct queries; text
+/// that varies with its input, should any, must not grow the server's memory without end), and runs anything past
+/// that unprepared. Plans follow PostgreSQL's `plan_cache_mode`: custom plans for the first five executions, then
+/// the generic plan when it costs no more than they did.
+struct PreparedStatements {
+    static let limit = 256
+    private var names: [String: String] = [:]
+    private var serial = 0
+
+    var count: Int { names.count }
+
+    func name(for sql: String) -> String? { names[sql] }
+
+    /// A new statement's name, or nil when the connection is full.
+    mutating func reserve(_ sql: String) -> String? {
+        guard names.count < Self.limit else { return nil }
+        serial += 1
+        let name = "banditore_\(serial)"
+        names[sql] = name
+        return name
+    }
+
+    mutating func forget(_ sql: String) { names[sql] = nil }
+
+    mutating func removeAll() { names.removeAll() }
+
+    /// A statement prepared before its tables changed shape (`cached plan must not change result type`), or one
+    /// the session no longer has.
+    func isStale(_ error: PostgresError) -> Bool {
+        error.sqlState == "0A000" && (error.message ?? "").contains("cached plan") || error.sqlState == "26000"
+    }
 }
 
 /// Query parameters as C strings for the duration of one call.

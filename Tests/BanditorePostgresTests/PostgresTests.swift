@@ -131,6 +131,57 @@ struct PostgresTests {
         }
     }
 
+    @Test("a query with parameters is prepared once per connection, and again after a reconnection or a change of its table")
+    func preparedStatements() async throws {
+        let client = try makeClient(maxConnections: 1)
+        let admin = try makeClient(maxConnections: 1)
+        try await withTable(client, columns: "id integer, v text") { table in
+            let select: @Sendable (Int) -> PostgresQuery = { "SELECT * FROM \(unescaped: table) WHERE id = \($0)" }
+            let pid = try await client.withConnection { connection in
+                for i in 1...3 {
+                    try await connection.query("INSERT INTO \(unescaped: table) (id, v) VALUES (\(i), \("v\(i)"))")
+                }
+                #expect(try await connection.query(select(2)).first?.decode(String.self, at: 1) == "v2")
+                #expect(try await connection.query(select(3)).first?.decode(String.self, at: 1) == "v3")
+                // One INSERT and one SELECT, each prepared once; the server holds the same two.
+                #expect(await connection.preparedStatementCount == 2)
+                let held = try await connection.query("SELECT statement FROM pg_prepared_statements").rows
+                    .map { try $0.decode(String.self, at: 0) }
+                #expect(held.count == 2)
+                #expect(held.contains(select(1).sql))
+
+                // The table changes shape under the prepared SELECT *: outside a transaction it is prepared again.
+                try await admin.query("ALTER TABLE \(unescaped: table) ADD COLUMN extra integer DEFAULT 7")
+                let row = try await connection.query(select(1)).first
+                #expect(try row?.decode(Int.self, at: 2) == 7)
+                // Inside one, the statement fails as the server says (nothing else ran) and is prepared afresh next.
+                try await admin.query("ALTER TABLE \(unescaped: table) DROP COLUMN extra")
+                await #expect(throws: PostgresError.self) {
+                    try await connection.withTransaction { try await $0.query(select(1)) }
+                }
+                #expect(try await connection.query(select(1)).first?.columns.names == ["id", "v"])
+                return try await connection.query("SELECT pg_backend_pid()").first!.decode(Int.self, at: 0)
+            }
+
+            // The session ends under the pool: the next loan reconnects, and the statement is prepared in the new one.
+            try await admin.query("SELECT pg_terminate_backend(\(pid))")
+            for _ in 0..<100 {
+                let alive = try await admin.query("SELECT count(*) FROM pg_stat_activity WHERE pid = \(pid)")
+                if try alive.first!.decode(Int.self, at: 0) == 0 { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            try await client.withConnection { connection in
+                #expect(await connection.preparedStatementCount == 0)
+                #expect(try await connection.query(select(3)).first?.decode(String.self, at: 1) == "v3")
+                #expect(await connection.preparedStatementCount == 1)
+                let newPID = try await connection.query("SELECT pg_backend_pid()").first!.decode(Int.self, at: 0)
+                #expect(newPID != pid)
+            }
+        }
+        await admin.close()
+        await client.close()
+    }
+
     @Test("SQLSTATE and the constraint name on a unique violation")
     func uniqueViolation() async throws {
         let client = try makeClient()
