@@ -45,7 +45,8 @@ public enum IngestService {
         if tokens.isEmpty { context.logger.warning("ADMIN_TOKENS is empty: the admin API refuses every request") }
         let relay = OutboxRelay(
             amqp: amqp, database: database, logger: context.logger,
-            sweepInterval: .milliseconds(Int(reader.double(forKey: "outbox.sweepSeconds", default: 2) * 1000))
+            sweepInterval: .milliseconds(Int(reader.double(forKey: "outbox.sweepSeconds", default: 2) * 1000)),
+            retention: .seconds(reader.double(forKey: "outbox.retentionHours", default: 168) * 3600)
         )
         let bulletins = BulletinRoutes(
             tokens: tokens, database: database, relay: relay,

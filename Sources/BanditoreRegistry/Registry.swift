@@ -24,11 +24,16 @@ public final class Registry: Service, Sendable {
         public var prefetch: Int
         /// The most commands a lane applies in one transaction.
         public var batch: Int
+        /// How long the providers' message ids are kept to recognise their retries (``InboundMessages``).
+        public var inboundRetention: Duration
 
-        public init(lanes: Int = 8, prefetch: Int = 512, batch: Int = 64) {
+        public init(
+            lanes: Int = 8, prefetch: Int = 512, batch: Int = 64, inboundRetention: Duration = .seconds(8 * 24 * 3600)
+        ) {
             self.lanes = max(1, lanes)
             self.prefetch = max(self.lanes, prefetch)
             self.batch = max(1, batch)
+            self.inboundRetention = inboundRetention
         }
     }
 
@@ -99,11 +104,14 @@ public final class Registry: Service, Sendable {
         logger.info("registry stopped")
     }
 
-    /// Every 30 s: applies providers' reports that came before their send was recorded, forgets old ones.
+    /// Every 30 s: applies providers' reports that came before their send was recorded, forgets old ones; every
+    /// 10 minutes: forgets the providers' message ids older than `inboundRetention`.
     private func maintain() async {
         await cancelWhenGracefulShutdown {
+            var round = 0
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(30))
+                round += 1
                 do {
                     try await self.database.withConnection { connection in
                         try await DeliveryReports.applyKeptRecent(on: connection)
@@ -111,6 +119,18 @@ public final class Registry: Service, Sendable {
                     }
                 } catch {
                     self.logger.warning("report sweep failed", metadata: ["error": "\(String(reflecting: error))"])
+                }
+                guard round % 20 == 1 else { continue }
+                do {
+                    let retention = self.configuration.inboundRetention
+                    let count = try await self.database.withConnection { connection in
+                        try await InboundMessages.prune(olderThan: retention, on: connection)
+                    }
+                    if count > 0 {
+                        self.logger.info("forgot providers' message ids past retention", metadata: ["ids": "\(count)"])
+                    }
+                } catch {
+                    self.logger.warning("message id prune failed", metadata: ["error": "\(String(reflecting: error))"])
                 }
             }
         }

@@ -27,13 +27,15 @@ public enum RegistryService {
         let sweep = reader.double(forKey: "outbox.sweepSeconds", default: 2)
         let relay = OutboxRelay(
             amqp: amqp, database: database, logger: context.logger,
-            sweepInterval: .milliseconds(Int(sweep * 1000))
+            sweepInterval: .milliseconds(Int(sweep * 1000)),
+            retention: .seconds(reader.double(forKey: "outbox.retentionHours", default: 168) * 3600)
         )
         let registry = Registry(
             configuration: .init(
                 lanes: reader.int(forKey: "registry.lanes", default: 8),
                 prefetch: reader.int(forKey: "registry.prefetch", default: 512),
-                batch: reader.int(forKey: "registry.batch", default: 64)
+                batch: reader.int(forKey: "registry.batch", default: 64),
+                inboundRetention: .seconds(reader.double(forKey: "inbound.retentionDays", default: 8) * 24 * 3600)
             ),
             amqp: amqp, database: database, relay: relay, logger: context.logger
         )

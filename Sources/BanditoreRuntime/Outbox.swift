@@ -12,6 +12,8 @@ import ServiceLifecycle
 /// `FOR UPDATE SKIP LOCKED`, as the publish after a commit locks its rows, so that no two of them ever publish
 /// one row both). A row is marked
 /// published once the broker confirmed; a crash between the confirm and the mark publishes it again (at least once).
+/// Published rows are kept for `retention` (a week by default: what was sent, and when, for an operator looking
+/// into a complaint) and then deleted by the relay, a few thousand at a time.
 public enum Outbox {
     /// Adds `value` as a message; returns it ready to publish once the transaction has committed.
     public static func add(
@@ -49,16 +51,21 @@ public final class OutboxRelay: Service, Sendable {
     private let logger: Logger
     private let sweepInterval: Duration
     private let sweepAge: Duration
+    private let retention: Duration
+    private let pruneInterval: Duration
 
     public init(
         amqp: AMQPConnection, database: PostgresClient, logger: Logger, sweepInterval: Duration = .seconds(2),
-        sweepAge: Duration = .seconds(5)
+        sweepAge: Duration = .seconds(5), retention: Duration = .seconds(7 * 24 * 3600),
+        pruneInterval: Duration = .seconds(600)
     ) {
         self.amqp = amqp
         self.database = database
         self.logger = logger
         self.sweepInterval = sweepInterval
         self.sweepAge = sweepAge
+        self.retention = retention
+        self.pruneInterval = pruneInterval
     }
 
     /// Publishes a message the caller has just committed to the outbox, without reading it back, and marks it.
@@ -154,14 +161,45 @@ public final class OutboxRelay: Service, Sendable {
         }
     }
 
+    /// Deletes the rows published longer than `retention` ago, in statements of at most `batch` rows (oldest
+    /// first, by id: each a short transaction, never a long lock); returns how many. Rows not yet published are
+    /// never deleted, however old.
+    @discardableResult
+    public func prune(batch: Int = 5_000) async throws -> Int {
+        let seconds = Double(retention.components.seconds) + Double(retention.components.attoseconds) / 1e18
+        var total = 0
+        while !Task.isCancelled {
+            let deleted = try await database.query(
+                """
+                DELETE FROM outbox WHERE id IN (
+                    SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => \(seconds))
+                     ORDER BY id LIMIT \(batch) FOR UPDATE SKIP LOCKED)
+                """
+            ).affectedRows
+            total += deleted
+            if deleted < batch { break }
+        }
+        return total
+    }
+
     public func run() async throws {
         await cancelWhenGracefulShutdown {
+            var pruned = ContinuousClock.now
             while !Task.isCancelled {
                 do {
                     let count = try await self.sweep()
                     if count > 0 { self.logger.info("outbox: published rows left behind", metadata: ["rows": "\(count)"]) }
                 } catch {
                     self.logger.warning("outbox sweep failed", metadata: ["error": "\(String(reflecting: error))"])
+                }
+                if ContinuousClock.now - pruned >= self.pruneInterval {
+                    pruned = ContinuousClock.now
+                    do {
+                        let count = try await self.prune()
+                        if count > 0 { self.logger.info("outbox: deleted rows past retention", metadata: ["rows": "\(count)"]) }
+                    } catch {
+                        self.logger.warning("outbox prune failed", metadata: ["error": "\(String(reflecting: error))"])
+                    }
                 }
                 try? await Task.sleep(for: self.sweepInterval)
             }

@@ -248,4 +248,41 @@ struct CommandHandlerTests {
         )
         await db.close()
     }
+
+    @Test("providers' message ids are forgotten after the retention, and only those older than it")
+    func inboundRetention() async throws {
+        let db = try await database("it_registry_inbound_retention")
+        for (index, key) in ["wamid.OLD1", "wamid.OLD2", "wamid.OLD3", "wamid.NEW"].enumerated() {
+            _ = try await run(
+                CitizenCommand(
+                    channel: .whatsapp, address: "39347000010\(index)", kind: .subscribe, dedupeKey: key
+                ),
+                db
+            )
+        }
+        try await db.query(
+            "UPDATE inbound_messages SET received_at = now() - interval '9 days' WHERE provider_message_id LIKE 'wamid.OLD%'"
+        )
+        try await db.query(
+            "UPDATE inbound_messages SET received_at = now() - interval '7 days' WHERE provider_message_id = 'wamid.NEW'"
+        )
+        // Batches of two: the statement runs until one deletes fewer than that.
+        let forgotten = try await db.withConnection {
+            try await InboundMessages.prune(olderThan: .seconds(8 * 24 * 3600), batch: 2, on: $0)
+        }
+        #expect(forgotten == 3)
+        let left = try await db.query("SELECT provider_message_id FROM inbound_messages ORDER BY 1").rows
+            .map { try $0.decode(String.self, at: 0) }
+        #expect(left == ["wamid.NEW"])
+        // A retry of a message still kept has no second effect; one of a forgotten message is a new command.
+        let retried = try await run(
+            CitizenCommand(channel: .whatsapp, address: "393470000103", kind: .subscribe, dedupeKey: "wamid.NEW"), db
+        )
+        #expect(retried.duplicate)
+        let late = try await run(
+            CitizenCommand(channel: .whatsapp, address: "393470000100", kind: .subscribe, dedupeKey: "wamid.OLD1"), db
+        )
+        #expect(!late.duplicate)
+        await db.close()
+    }
 }

@@ -67,4 +67,44 @@ struct OutboxTests {
         await amqp.close()
         await database.close()
     }
+
+    @Test("published rows are deleted after the retention, unpublished ones never, in batches")
+    func retention() async throws {
+        let servers = try await IsolatedServers.make("it_outbox_retention")
+        let logger = Logger(label: "test.outbox")
+        let database = try PostgresClient(url: servers.databaseURL, logger: logger)
+        _ = try await Migrator(logger: logger).migrate(database)
+        let amqp = try await AMQPConnection.connect(url: servers.amqpURL, logger: logger)
+        let relay = OutboxRelay(
+            amqp: amqp, database: database, logger: logger, sweepInterval: .seconds(3600),
+            retention: .seconds(24 * 3600)
+        )
+        let rows = try await database.withTransaction { connection in
+            var rows: [OutboxMessage] = []
+            for index in 0..<10 {
+                rows.append(
+                    try await Outbox.add(
+                        encoding: Payload(round: 0, index: index), type: "test.payload",
+                        messageID: "outbox-retention-\(index)", exchange: "", routingKey: "nowhere", on: connection
+                    )
+                )
+            }
+            return rows
+        }
+        let ids = rows.map(\.id)
+        // 0–4 published two days ago, 5–6 an hour ago, 7 never published though two days old, 8–9 just written.
+        try await database.query(
+            "UPDATE outbox SET created_at = now() - interval '2 days', published_at = now() - interval '47 hours' WHERE id = ANY(\(Array(ids[0..<5])))"
+        )
+        try await database.query(
+            "UPDATE outbox SET published_at = now() - interval '1 hour' WHERE id = ANY(\(Array(ids[5..<7])))"
+        )
+        try await database.query("UPDATE outbox SET created_at = now() - interval '2 days' WHERE id = \(ids[7])")
+        #expect(try await relay.prune(batch: 2) == 5)
+        let left = try await database.query("SELECT id FROM outbox ORDER BY id").rows.map { try $0.decode(Int64.self, at: 0) }
+        #expect(left == Array(ids[5...]))
+        #expect(try await relay.prune() == 0)
+        await amqp.close()
+        await database.close()
+    }
 }
