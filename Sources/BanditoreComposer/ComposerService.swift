@@ -34,13 +34,20 @@ public enum ComposerService {
         } catch {
             throw ServiceSetupError("SERVICE_HOURS_WINDOWS / SERVICE_HOURS_TIME_ZONE: \(error)")
         }
+        let channelPosts: [ChannelPost]
+        do {
+            channelPosts = try ChannelPost.parse(reader.string(forKey: "telegram.channelPosts", default: ""))
+        } catch {
+            throw ServiceSetupError("TELEGRAM_CHANNEL_POSTS: \(error)")
+        }
         let composer = Composer(
             configuration: .init(
                 hours: hours,
                 templates: BulletinTemplates(reader: reader),
                 chunk: reader.int(forKey: "composer.chunk", default: 500),
                 checkpoint: reader.int(forKey: "composer.checkpoint", default: 10_000),
-                pollInterval: .milliseconds(Int(reader.double(forKey: "composer.pollSeconds", default: 1) * 1000))
+                pollInterval: .milliseconds(Int(reader.double(forKey: "composer.pollSeconds", default: 1) * 1000)),
+                channelPosts: channelPosts
             ),
             amqp: amqp, database: database, logger: context.logger
         )

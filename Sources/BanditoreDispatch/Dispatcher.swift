@@ -78,6 +78,10 @@ public final class Dispatcher: Service, Sendable {
     private let sendsInFlight = Atomic<Int>(0)
     /// Jobs taken and not yet settled.
     private let activeJobs = Atomic<Int>(0)
+    /// Deliveries a job of this replica is sending, from the moment it picks them until their outcomes are committed:
+    /// another job naming one of them meanwhile (a composer that crashed publishes its last jobs again) leaves it
+    /// to the first instead of reading it `queued` and sending it a second time.
+    private let claimed = Mutex<Set<Int64>>([])
 
     public init(
         configuration: Configuration, sender: any ChannelSender, amqp: AMQPConnection, database: PostgresClient,
@@ -172,6 +176,8 @@ public final class Dispatcher: Service, Sendable {
 
     private func process(_ job: DeliveryJob, logger: Logger) async throws {
         let (recipients, unfinished) = try await recipientsToSend(job, logger: logger)
+        var claims = recipients.compactMap(\.deliveryID)
+        defer { release(claims) }
         var started = 0
         let followUps = await withTaskGroup(of: FollowUp.self) { group in
             for recipient in recipients {
@@ -209,6 +215,10 @@ public final class Dispatcher: Service, Sendable {
         try await publishEnds(followUps, of: job, logger: logger)
         // Outcomes before retries: a retry job must not find its recipients' previous attempt still uncommitted.
         await writer.sync()
+        // Committed: another job finds them sent or waiting for their retry; and a retry or the rest handed back
+        // below must not find them claimed.
+        release(claims)
+        claims = []
         try await publishRetries(followUps, of: job, logger: logger)
         if started < recipients.count {
             // Stopping, the broker gone, or the rate limit unreachable: hand the rest to another replica or a later
@@ -243,7 +253,8 @@ public final class Dispatcher: Service, Sendable {
     }
 
     /// The job's recipients that still need this message: for bulletins, those whose delivery is `queued` and whose
-    /// subscription is active (the others are recorded `skipped`); replies go to everyone they name.
+    /// subscription is active (the others are recorded `skipped`) or who are a public channel (a delivery without a
+    /// subscriber); replies go to everyone they name.
     ///
     /// Also what a replica killed mid-job may have left undone for recipients it had finished: a failure recorded
     /// for an address the provider refused for good whose subscriber is still active (its `recipient.unreachable`
@@ -256,7 +267,7 @@ public final class Dispatcher: Service, Sendable {
         let ids = job.recipients.compactMap(\.deliveryID)
         let rows = try await database.query(
             """
-            SELECT d.id, d.state, COALESCE(s.active, false), COALESCE(d.last_error, '')
+            SELECT d.id, d.state, COALESCE(s.active, d.subscriber_id IS NULL), COALESCE(d.last_error, '')
               FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id
              WHERE d.id = ANY(\(ids)::bigint[])
             """
@@ -290,6 +301,15 @@ public final class Dispatcher: Service, Sendable {
             }
             out.append(recipient)
         }
+        // Those another job of this replica is sending now are left to it.
+        let picked = out.compactMap(\.deliveryID)
+        let taken = claimed.withLock { set in Set(picked.filter { set.insert($0).inserted }) }
+        if taken.count < picked.count {
+            out.removeAll { recipient in recipient.deliveryID.map { !taken.contains($0) } ?? false }
+            logger.info(
+                "recipients another job is sending left to it", metadata: ["recipients": "\(picked.count - taken.count)"]
+            )
+        }
         if missing > 0 {
             logger.warning("recipients without a delivery row ignored", metadata: ["recipients": "\(missing)"])
         }
@@ -302,10 +322,17 @@ public final class Dispatcher: Service, Sendable {
         return (out, unfinished)
     }
 
+    private func release(_ ids: [Int64]) {
+        guard !ids.isEmpty else { return }
+        claimed.withLock { set in
+            for id in ids { set.remove(id) }
+        }
+    }
+
     /// The event or dead letter a recorded failure calls for, as ``record(_:_:_:)`` left it to publish.
     private func unfinishedEnd(of recipient: Recipient, _ active: Bool, _ error: String, _ job: DeliveryJob) -> FollowUp? {
         if error.hasPrefix(Self.gaveUp) { return .deadLetter(recipient, reason: error) }
-        guard active, let colon = error.firstIndex(of: ":") else { return nil }
+        guard active, recipient.subscriberID != nil, let colon = error.firstIndex(of: ":") else { return nil }
         let code = String(error[..<colon])
         let reason = error[error.index(after: colon)...].trimmingCharacters(in: .whitespaces)
         guard UnreachableRecipient.isGone(channel: job.channel, code: code, reason: reason) else { return nil }
@@ -352,6 +379,8 @@ public final class Dispatcher: Service, Sendable {
             switch failure {
             case .permanent(let code, let reason):
                 write("failed", error: "\(code): \(reason)")
+                // A bulletin's post to a public channel has no subscriber to deactivate.
+                if !job.isReply && recipient.subscriberID == nil { return .none }
                 guard UnreachableRecipient.isGone(channel: job.channel, code: code, reason: reason) else { return .none }
                 return .unreachable(
                     RecipientUnreachable(

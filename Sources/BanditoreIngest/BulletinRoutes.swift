@@ -198,6 +198,7 @@ struct BulletinRoutes: Sendable {
         var scheduled_for: Date?
         var created_at: Date
         var progress: [String: ChannelProgress]
+        var channel_posts: [ChannelPostStatus]
     }
 
     private func view(_ id: UUID, on connection: PostgresConnection) async throws -> BulletinView? {
@@ -209,7 +210,8 @@ struct BulletinRoutes: Sendable {
             state: bulletin.state, urgency: content.urgency.rawValue, topics: content.topics,
             channels: content.channels.map(\.rawValue), send_at: content.sendAt, scheduled_for: bulletin.scheduledFor,
             created_at: bulletin.createdAt,
-            progress: try await Bulletins.progress(id, channels: content.channels, on: connection)
+            progress: try await Bulletins.progress(id, channels: content.channels, on: connection),
+            channel_posts: try await Bulletins.channelPosts(id, on: connection)
         )
     }
 

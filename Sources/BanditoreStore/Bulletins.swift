@@ -34,6 +34,22 @@ public struct ChannelProgress: Sendable, Codable, Hashable {
     public init() {}
 }
 
+/// A bulletin's post to a Telegram public channel in one language, and how it went.
+public struct ChannelPostStatus: Sendable, Codable, Hashable {
+    public var chat: String
+    public var language: String
+    public var state: String
+    public var attempts: Int
+    public var providerMessageID: String?
+    public var lastError: String?
+
+    enum CodingKeys: String, CodingKey {
+        case chat, language, state, attempts
+        case providerMessageID = "provider_message_id"
+        case lastError = "last_error"
+    }
+}
+
 /// Reading and writing `bulletins`.
 public enum Bulletins {
     /// What creating a bulletin did: created it, or found the one an earlier request with the same idempotency key
@@ -138,6 +154,26 @@ public enum Bulletins {
         return out
     }
 
+    /// The bulletin's posts to Telegram public channels, by chat and language.
+    public static func channelPosts(_ id: UUID, on connection: PostgresConnection) async throws -> [ChannelPostStatus] {
+        try await connection.query(
+            """
+            SELECT p.chat, p.language, d.state, d.attempts, d.provider_message_id, d.last_error
+              FROM channel_posts p JOIN deliveries d ON d.id = p.delivery_id
+             WHERE p.bulletin_id = \(id)
+             ORDER BY p.chat, p.language
+            """
+        ).rows.map { row in
+            let (chat, language, state, attempts, messageID, error) = try row.decode(
+                String.self, String.self, String.self, Int.self, String?.self, String?.self
+            )
+            return ChannelPostStatus(
+                chat: chat, language: language, state: state, attempts: attempts, providerMessageID: messageID,
+                lastError: error
+            )
+        }
+    }
+
     /// Cancels a bulletin not yet fanned out or still sending: its unsent deliveries become `cancelled`, and so
     /// does the part of its audience the composer had not written yet (the counts then still cover the whole
     /// audience). Returns the state it was in (nil when there is no such bulletin).
@@ -155,6 +191,13 @@ public enum Bulletins {
               FROM bulletins b
              WHERE b.id = \(id) AND d.id BETWEEN b.first_delivery_id AND b.last_delivery_id AND d.bulletin_id = b.id
                AND d.state = 'queued'
+            """
+        )
+        try await connection.query(
+            """
+            UPDATE deliveries d SET state = 'cancelled', updated_at = now()
+              FROM channel_posts p
+             WHERE p.bulletin_id = \(id) AND d.id = p.delivery_id AND d.state = 'queued'
             """
         )
         if state == "sending" && audiencePending {

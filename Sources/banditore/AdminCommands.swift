@@ -66,9 +66,11 @@ struct BulletinStatus: Decodable {
     var urgency: String
     var scheduled_for: Date?
     var progress: [String: ChannelProgress]
+    var channel_posts: [ChannelPostStatus]?
 
     var finished: Bool {
         (state == "sent" || state == "cancelled") && progress.values.allSatisfy { $0.queued == 0 }
+            && (channel_posts ?? []).allSatisfy { $0.state != "queued" }
     }
 
     static func decode(_ data: Data) throws -> BulletinStatus {
@@ -94,6 +96,13 @@ struct BulletinStatus: Decodable {
                 "  \(pad)[\(bar)] \(done)/\(p.audience)  sent \(p.sent + p.delivered + p.read)"
                     + " (delivered \(p.delivered + p.read), read \(p.read))  failed \(p.failed)  skipped \(p.skipped)"
                     + "  cancelled \(p.cancelled)"
+            )
+        }
+        for post in channel_posts ?? [] {
+            lines.append(
+                "  channel  \(post.chat) (\(post.language)): \(post.state)"
+                    + (post.attempts > 1 ? ", \(post.attempts) attempts" : "")
+                    + (post.state == "failed" ? " (\(post.lastError ?? ""))" : "")
             )
         }
         return lines.joined(separator: "\n")

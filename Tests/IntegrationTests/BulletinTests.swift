@@ -17,6 +17,7 @@ struct BulletinTests {
         var state: String
         var scheduled_for: Date?
         var progress: [String: ChannelProgress]
+        var channel_posts: [ChannelPostStatus]
     }
 
     func view(_ town: Town, _ id: String) async throws -> View {
@@ -59,10 +60,29 @@ struct BulletinTests {
     func audience() async throws {
         let town = try await Town.start(
             "it_bulletins", base: 80,
-            composerEnvironment: ["SERVICE_HOURS_WINDOWS": "mon-sun 00:00-24:00", "COMPOSER_POLL_SECONDS": "0.2"]
+            composerEnvironment: [
+                "SERVICE_HOURS_WINDOWS": "mon-sun 00:00-24:00", "COMPOSER_POLL_SECONDS": "0.2",
+                "TELEGRAM_CHANNEL_POSTS": "scuola:it=@scuole_prato,scuola:zh=@scuole_prato_zh",
+            ]
         )
         for channel in Channel.allCases {
             try await town.play(channel, .subscribe, first: 0, count: 1000, concurrency: 32)
+        }
+        /// The Telegram public channels' posts of a bulletin, once they are all recorded sent.
+        func posts(_ id: String) async throws -> [ChannelPostStatus] {
+            var last: [ChannelPostStatus] = []
+            _ = await eventually(timeout: .seconds(30), every: .milliseconds(250)) {
+                guard let posts = try? await view(town, id).channel_posts else { return false }
+                last = posts
+                return !posts.isEmpty && posts.allSatisfy { $0.state == "sent" }
+            }
+            return last
+        }
+        func channelMessages(_ text: String) async throws -> [String: [String]] {
+            Dictionary(
+                grouping: try await town.harness.simMessages(.telegram).filter { $0.recipient.hasPrefix("@") && $0.text.contains(text) },
+                by: \.recipient
+            ).mapValues { $0.map(\.text) }
         }
         let registered = await eventually(timeout: .seconds(60)) {
             let row = try? await town.harness.database.query("SELECT count(*) FROM subscribers WHERE active").first
@@ -139,7 +159,8 @@ struct BulletinTests {
             let progress = try #require(done.progress[channel.rawValue])
             #expect(progress.audience == expected[channel]?.count, "\(channel): \(progress)")
             #expect(progress.sent + progress.delivered + progress.read == progress.audience, "\(channel): \(progress)")
-            let messages = try await town.harness.simMessages(channel).filter { $0.kind == "template" || channel == .telegram }
+            let messages = try await town.harness.simMessages(channel)
+                .filter { $0.kind == "template" || (channel == .telegram && !$0.recipient.hasPrefix("@")) }
             let received = Dictionary(grouping: messages.filter { $0.text.contains("Farmacia di turno") }, by: \.recipient)
             #expect(Set(received.keys) == Set(expected[channel]!.keys), "\(channel): exactly the followers")
             #expect(received.values.allSatisfy { $0.count == 1 }, "\(channel): once each")
@@ -157,16 +178,28 @@ struct BulletinTests {
         let urgent = try await settled(town, try id(urgentBody))
         for channel in Channel.allCases {
             #expect(urgent.progress[channel.rawValue]?.audience == everyone[channel]?.count, "\(channel)")
-            let reached = Set(try await town.harness.simMessages(channel).filter { $0.text.contains("Vento forte") }.map(\.recipient))
+            let reached = Set(
+                try await town.harness.simMessages(channel)
+                    .filter { $0.text.contains("Vento forte") && !$0.recipient.hasPrefix("@") }.map(\.recipient)
+            )
             #expect(reached == everyone[channel], "\(channel)")
         }
+        // The school channels take no farmacie bulletin, but an urgent one, once each, in Italian (its only body).
+        #expect(done.channel_posts.isEmpty)
+        #expect(try await channelMessages("Farmacia di turno").isEmpty)
+        let urgentPosts = try await posts(try id(urgentBody))
+        #expect(urgentPosts.map { "\($0.chat) \($0.language) \($0.state) \($0.attempts)" } == [
+            "@scuole_prato it sent 1", "@scuole_prato_zh zh sent 1",
+        ])
+        #expect(urgentPosts.allSatisfy { $0.providerMessageID != nil })
+        #expect(try await channelMessages("Vento forte").mapValues(\.count) == ["@scuole_prato": 1, "@scuole_prato_zh": 1])
 
         // A later send_at: scheduled for then, and sent once it has come.
         let at = Date().addingTimeInterval(3)
         let formatter = ISO8601DateFormatter()
         let (laterStatus, laterBody) = try await post(
             town,
-            #"{"title":"Scuole","body":{"it":"Mensa chiusa domani."},"topics":["scuola"],"channels":["telegram"],"send_at":"\#(formatter.string(from: at))"}"#
+            #"{"title":"Scuole","body":{"it":"Mensa chiusa domani.","zh":"明天食堂关闭。"},"topics":["scuola"],"channels":["telegram"],"send_at":"\#(formatter.string(from: at))"}"#
         )
         #expect(laterStatus == 202, "\(laterBody)")
         let later = try id(laterBody)
@@ -179,6 +212,11 @@ struct BulletinTests {
         let firstSend = try await town.harness.simMessages(.telegram).filter { $0.text.contains("Mensa chiusa") }
             .map(\.acceptedAt).min()
         #expect(try #require(firstSend) >= at.addingTimeInterval(-1))
+        // A scuola bulletin goes to each school channel once, in the channel's language.
+        #expect(try await posts(later).count == 2)
+        let schoolPosts = try await channelMessages("Scuole")
+        #expect(schoolPosts["@scuole_prato"]?.count == 1 && schoolPosts["@scuole_prato"]?.first?.contains("Mensa chiusa") == true)
+        #expect(schoolPosts["@scuole_prato_zh"]?.count == 1 && schoolPosts["@scuole_prato_zh"]?.first?.contains("食堂") == true)
 
         // The command line, as an admin uses it: topics, post and follow to the end, status, cancel.
         let banditore = ServiceProcess.binaryDirectory.appending(path: "banditore").path
@@ -199,6 +237,8 @@ struct BulletinTests {
         #expect(posted.output.contains("[sent, urgent]"), "\(posted.output)")
         let telegramFollowers = everyone[.telegram]!.count
         #expect(posted.output.contains("\(telegramFollowers)/\(telegramFollowers)"), "\(posted.output)")
+        #expect(posted.output.contains("channel  @scuole_prato (it): sent"), "\(posted.output)")
+        #expect(posted.output.contains("channel  @scuole_prato_zh (zh): sent"), "\(posted.output)")
         let shown = try await runCLI(banditore, ["status", cliID], api)
         #expect(shown.status == 0 && shown.output.contains("telegram"), "\(shown.output)")
         let unauthorized = try await runCLI(banditore, ["status", cliID], ["BANDITORE_API_URL": town.ingestURL])
