@@ -279,16 +279,9 @@ public final class Composer: Service, Sendable {
         for recipient in queued {
             // Each post in the channel's language (Italian when the bulletin lacks it, as for subscribers).
             guard let message = messages[recipient.language] ?? messages[.italian] else { continue }
-            let job = DeliveryJob(
-                bulletinID: id, channel: .telegram, urgent: content.urgency == .urgent,
-                messages: [recipient.language: message], recipients: [recipient], correlationID: bulletin.correlationID
-            )
-            try await amqp.publish(
-                .json(
-                    encoding: job, type: DeliveryJob.messageType, messageID: job.id, correlationID: job.correlationID,
-                    priority: job.urgent ? BanditoreTopology.maxPriority : 0
-                ),
-                exchange: BanditoreTopology.deliveriesExchange, routingKey: Channel.telegram.rawValue
+            try await publishJob(
+                of: bulletin, channel: .telegram, messages: [recipient.language: message], recipients: [recipient],
+                on: amqp
             )
         }
         if !queued.isEmpty {
@@ -614,18 +607,28 @@ private final class JobBatcher {
     }
 
     private func publish(_ channel: Channel, _ recipients: [Recipient]) async throws {
-        let content = bulletin.content
-        let job = DeliveryJob(
-            bulletinID: bulletin.id, channel: channel, urgent: content.urgency == .urgent,
-            messages: messages[channel] ?? [:], recipients: recipients, correlationID: bulletin.correlationID
-        )
-        try await amqp.publish(
-            .json(
-                encoding: job, type: DeliveryJob.messageType, messageID: job.id, correlationID: job.correlationID,
-                priority: job.urgent ? BanditoreTopology.maxPriority : 0
-            ),
-            exchange: BanditoreTopology.deliveriesExchange, routingKey: channel.rawValue
+        try await publishJob(
+            of: bulletin, channel: channel, messages: messages[channel] ?? [:], recipients: recipients, on: amqp
         )
         jobs += 1
     }
+}
+
+/// Publishes a delivery job of a bulletin to its channel's dispatchers (urgent ones at the top priority); the
+/// caller waits for the broker's confirms.
+private func publishJob(
+    of bulletin: StoredBulletin, channel: Channel, messages: [Language: RenderedMessage], recipients: [Recipient],
+    on amqp: AMQPConnection
+) async throws {
+    let job = DeliveryJob(
+        bulletinID: bulletin.id, channel: channel, urgent: bulletin.content.urgency == .urgent,
+        messages: messages, recipients: recipients, correlationID: bulletin.correlationID
+    )
+    try await amqp.publish(
+        .json(
+            encoding: job, type: DeliveryJob.messageType, messageID: job.id, correlationID: job.correlationID,
+            priority: job.urgent ? BanditoreTopology.maxPriority : 0
+        ),
+        exchange: BanditoreTopology.deliveriesExchange, routingKey: channel.rawValue
+    )
 }
