@@ -217,6 +217,7 @@ let package = Package(
                 "BanditoreAMQP",
                 "BanditoreCore",
                 "BanditorePostgres",
+                "BanditoreStore",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings

@@ -18,9 +18,7 @@ struct RateLimitTimingTests {
 
     @Test("three replicas leasing one 40/s limit: the slots they get never exceed it in any second, and use ≥ 95% of it")
     func rateLimitAcrossReplicas() async throws {
-        let servers = try await IsolatedServers.make("it_rate_slots")
-        let client = try PostgresClient(url: servers.databaseURL, logger: logger)
-        _ = try await Migrator(logger: logger).migrate(client)
+        let client = try await IsolatedServers.make("it_rate_slots").migratedDatabase(logger: logger)
         let configuration = SharedRateLimiter.Configuration(key: "telegram", ratePerSecond: 40, headroom: 0)
         // Separate clients: three replicas, each with its own connections.
         var replicas: [SharedRateLimiter] = []
@@ -76,10 +74,7 @@ struct SharedStateTests {
     let logger = Logger(label: "test.dispatch.shared")
 
     private func database(_ name: String) async throws -> PostgresClient {
-        let servers = try await IsolatedServers.make(name)
-        let client = try PostgresClient(url: servers.databaseURL, logger: logger)
-        _ = try await Migrator(logger: logger).migrate(client)
-        return client
+        try await IsolatedServers.make(name).migratedDatabase(logger: logger)
     }
 
     @Test("no rate: acquire returns at once and never touches the database")

@@ -16,10 +16,7 @@ struct CommandHandlerTests {
     let handler = CommandHandler(topics: TopicCatalogue())
 
     func database(_ name: String) async throws -> PostgresClient {
-        let servers = try await IsolatedServers.make(name)
-        let client = try PostgresClient(url: servers.databaseURL, logger: logger)
-        _ = try await Migrator(logger: logger).migrate(client)
-        return client
+        try await IsolatedServers.make(name).migratedDatabase(logger: logger)
     }
 
     /// What a command did, with its reply decoded from the outbox message.

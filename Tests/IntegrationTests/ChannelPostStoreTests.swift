@@ -13,8 +13,7 @@ struct ChannelPostStoreTests {
     func cancel() async throws {
         let servers = try await IsolatedServers.make("it_channel_posts")
         let logger = Logger(label: "test.posts")
-        let database = try PostgresClient(url: servers.databaseURL, logger: logger)
-        _ = try await Migrator(logger: logger).migrate(database)
+        let database = try await servers.migratedDatabase(logger: logger)
         let id = UUID()
         let content = BulletinContent(
             title: "Scuole", body: [.italian: "Mensa chiusa."], topics: ["scuola"], channels: [.telegram],

@@ -19,8 +19,7 @@ struct OutboxTests {
     func publishAndSweepDoNotRace() async throws {
         let servers = try await IsolatedServers.make("it_outbox")
         let logger = Logger(label: "test.outbox")
-        let database = try PostgresClient(url: servers.databaseURL, logger: logger)
-        _ = try await Migrator(logger: logger).migrate(database)
+        let database = try await servers.migratedDatabase(logger: logger)
         let amqp = try await AMQPConnection.connect(url: servers.amqpURL, logger: logger)
         let queue = "outbox.test"
         try await amqp.declare(AMQPTopology(queues: [AMQPQueue(name: queue)]))
@@ -72,8 +71,7 @@ struct OutboxTests {
     func retention() async throws {
         let servers = try await IsolatedServers.make("it_outbox_retention")
         let logger = Logger(label: "test.outbox")
-        let database = try PostgresClient(url: servers.databaseURL, logger: logger)
-        _ = try await Migrator(logger: logger).migrate(database)
+        let database = try await servers.migratedDatabase(logger: logger)
         let amqp = try await AMQPConnection.connect(url: servers.amqpURL, logger: logger)
         let relay = OutboxRelay(
             amqp: amqp, database: database, logger: logger, sweepInterval: .seconds(3600),
