@@ -87,6 +87,7 @@ public enum DispatchService {
                     .milliseconds(Int($0 * 1000))
                 },
                 statusInterval: .milliseconds(reader.int(forKey: "dispatch.statusIntervalMilliseconds", default: 50)),
+                maxUnrecorded: reader.int(forKey: "dispatch.maxUnrecorded", default: 1_000),
                 retryBackoffScale: reader.double(forKey: "dispatch.retryBackoffScale", default: 1)
             ),
             sender: sender, amqp: amqp, database: database, rateLimiter: limiter, logger: context.logger

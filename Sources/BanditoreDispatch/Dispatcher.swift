@@ -35,6 +35,9 @@ public final class Dispatcher: Service, Sendable {
         public var recipientInterval: Duration
         /// How often outcomes are committed.
         public var statusInterval: Duration
+        /// Outcomes a replica holds uncommitted before it waits to start more sends: with `maxInFlight`, what a
+        /// replica killed outright may have sent without the database knowing (and the next one repeats).
+        public var maxUnrecorded: Int
         /// Multiplies the delay queues' waits (1 s, 5 s, 30 s, 2 min, 10 min); below 1 shortens them, through the
         /// messages' own expiry. A provider's retry hint is waited in full whatever the scale.
         public var retryBackoffScale: Double
@@ -42,7 +45,7 @@ public final class Dispatcher: Service, Sendable {
         public init(
             channel: Channel, maxInFlight: Int = 64, prefetch: Int = 4, maxAttempts: Int = 6,
             recipientInterval: Duration? = nil, statusInterval: Duration = .milliseconds(50),
-            retryBackoffScale: Double = 1
+            maxUnrecorded: Int = 1_000, retryBackoffScale: Double = 1
         ) {
             self.channel = channel
             self.maxInFlight = max(1, maxInFlight)
@@ -50,6 +53,7 @@ public final class Dispatcher: Service, Sendable {
             self.maxAttempts = max(1, maxAttempts)
             self.recipientInterval = recipientInterval ?? Self.defaultRecipientInterval(channel)
             self.statusInterval = statusInterval
+            self.maxUnrecorded = max(1, maxUnrecorded)
             self.retryBackoffScale = min(max(retryBackoffScale, 0.001), 1)
         }
 
@@ -98,7 +102,8 @@ public final class Dispatcher: Service, Sendable {
         let metrics = DispatchMetrics(channel: configuration.channel)
         self.metrics = metrics
         writer = StatusWriter(
-            channel: configuration.channel.rawValue, database: database, interval: configuration.statusInterval, logger: logger,
+            channel: configuration.channel.rawValue, database: database, interval: configuration.statusInterval,
+            maxUnrecorded: configuration.maxUnrecorded, logger: logger,
             onCommit: { metrics.statusesWritten.increment(by: $0) }
         )
         inFlight = AsyncSemaphore(limit: configuration.maxInFlight)
@@ -185,6 +190,8 @@ public final class Dispatcher: Service, Sendable {
                 // the reconnect, so starting more of its sends would only repeat them.
                 if stopping.load(ordering: .relaxed) || !amqp.isConnected { break }
                 await inFlight.acquire()
+                // A database slower than the sends: wait for it rather than run ahead of what it records.
+                await writer.room()
                 if stopping.load(ordering: .relaxed) {
                     inFlight.release()
                     break

@@ -5,8 +5,9 @@ import Synchronization
 
 /// Writes delivery outcomes in batches: sends add their outcome as soon as they know it, a loop commits whatever
 /// gathered every `interval` with one `UPDATE … FROM unnest(…)`, and a job waits with ``sync()`` until its
-/// outcomes are committed before it is acknowledged. A crash therefore forgets at most the last interval's outcomes.
-/// Only queued deliveries change (and a cancelled one whose send was already under way when its bulletin was
+/// outcomes are committed before it is acknowledged. A crash forgets the outcomes not committed yet, and a send waits
+/// with ``room()`` while `maxUnrecorded` are: however slow the database, a killed replica leaves at most that many
+/// sends (plus those in flight) that the provider took and the database does not know of. Only queued deliveries change (and a cancelled one whose send was already under way when its bulletin was
 /// cancelled: it records what happened). While the database is unreachable the outcomes wait and the loop tries
 /// again.
 final class StatusWriter: Sendable {
@@ -34,22 +35,27 @@ final class StatusWriter: Sendable {
         var added = 0
         var committed = 0
         var waiters: [(ticket: Int, continuation: CheckedContinuation<Void, Never>)] = []
+        /// Sends waiting in ``room()`` for a commit.
+        var roomWaiters: [CheckedContinuation<Void, Never>] = []
     }
 
     private let state = Mutex(State())
     private let channel: String
     private let database: PostgresClient
     private let interval: Duration
+    /// Outcomes added and not committed at which ``room()`` waits.
+    let maxUnrecorded: Int
     private let logger: Logger
     let onCommit: @Sendable (Int) -> Void
 
     init(
-        channel: String, database: PostgresClient, interval: Duration, logger: Logger,
+        channel: String, database: PostgresClient, interval: Duration, maxUnrecorded: Int = 1_000, logger: Logger,
         onCommit: @escaping @Sendable (Int) -> Void = { _ in }
     ) {
         self.channel = channel
         self.database = database
         self.interval = interval
+        self.maxUnrecorded = max(1, maxUnrecorded)
         self.logger = logger
         self.onCommit = onCommit
     }
@@ -58,6 +64,18 @@ final class StatusWriter: Sendable {
         state.withLock {
             $0.pending.append(outcome)
             $0.added += 1
+        }
+    }
+
+    /// Returns once fewer than `maxUnrecorded` outcomes wait for their commit: a send starts only then.
+    func room() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let now = state.withLock { state -> Bool in
+                if state.added - state.committed < maxUnrecorded { return true }
+                state.roomWaiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
         }
     }
 
@@ -150,8 +168,12 @@ final class StatusWriter: Sendable {
         let ready = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             state.committed += batch.count
             let committed = state.committed
-            let ready = state.waiters.filter { $0.ticket <= committed }.map(\.continuation)
+            var ready = state.waiters.filter { $0.ticket <= committed }.map(\.continuation)
             state.waiters.removeAll { $0.ticket <= committed }
+            // Each waiting send takes one place of the room the commit made, in the order they came.
+            let room = min(max(0, maxUnrecorded - (state.added - committed)), state.roomWaiters.count)
+            ready += state.roomWaiters.prefix(room)
+            state.roomWaiters.removeFirst(room)
             return ready
         }
         for continuation in ready { continuation.resume() }

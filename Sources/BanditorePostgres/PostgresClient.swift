@@ -55,9 +55,23 @@ public final class PostgresClient: Sendable, Service {
         try await withConnection { try await $0.withTransaction(body) }
     }
 
-    /// Whether the database answers (for readiness checks).
-    public func ping() async -> Bool {
-        (try? await query("SELECT 1")) != nil
+    /// Whether the database answers (for readiness checks). With a deadline, no answer by then (every connection
+    /// busy, a server that does not answer) is `false` at the deadline rather than a wait; the query itself carries
+    /// on in the background and gives its connection back when it ends.
+    public func ping(within deadline: Duration? = nil) async -> Bool {
+        guard let deadline else { return (try? await query("SELECT 1")) != nil }
+        let answer = FirstAnswer()
+        return await withCheckedContinuation { continuation in
+            answer.wait(continuation)
+            let timer = Task {
+                try? await Task.sleep(for: deadline)
+                answer.give(false)
+            }
+            Task {
+                answer.give((try? await self.query("SELECT 1")) != nil)
+                timer.cancel()
+            }
+        }
     }
 
     /// Closes every connection; later calls fail with ``PostgresError/Code/closed``.
@@ -157,5 +171,22 @@ public final class PostgresClient: Sendable, Service {
             return state.waiters.popFirst()
         }
         waiter?.resume(returning: nil)
+    }
+}
+
+/// Resumes a waiter with the first of several answers; the later ones are dropped.
+private final class FirstAnswer: Sendable {
+    private let waiter = Mutex<CheckedContinuation<Bool, Never>?>(nil)
+
+    func wait(_ continuation: CheckedContinuation<Bool, Never>) {
+        waiter.withLock { $0 = continuation }
+    }
+
+    func give(_ answer: Bool) {
+        let continuation = waiter.withLock { waiter in
+            defer { waiter = nil }
+            return waiter
+        }
+        continuation?.resume(returning: answer)
     }
 }

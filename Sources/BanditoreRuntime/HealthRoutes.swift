@@ -7,7 +7,8 @@ import Prometheus
 import ServiceLifecycle
 
 /// `/healthz` (the process answers), `/readyz` (broker and database reachable: 200, else 503 naming what is
-/// down) and `/metrics` (Prometheus text).
+/// down; a database that has not answered within a second counts as down, so that a probe always gets its answer)
+/// and `/metrics` (Prometheus text).
 enum HealthRoutes {
     static func add(to router: Router<BasicRequestContext>, context: ServiceContext) {
         let brokerUp = Gauge(label: "banditore_broker_connected")
@@ -21,7 +22,7 @@ enum HealthRoutes {
                 if !up { down.append("broker") }
             }
             if let database = context.database {
-                let up = await database.ping()
+                let up = await database.ping(within: .seconds(1))
                 databaseUp.record(up ? 1 : 0)
                 if !up { down.append("database") }
             }

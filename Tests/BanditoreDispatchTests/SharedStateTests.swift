@@ -159,6 +159,36 @@ struct SharedStateTests {
         await loop.value
         await client.close()
     }
+
+    @Test("a send waits while maxUnrecorded outcomes wait for their commit, and goes on once they are committed")
+    func roomForOutcomes() async throws {
+        let client = try await database("it_status_room")
+        let recipients = try await DeliveryFixtures.seed(
+            client, channel: .telegram, addresses: (0..<4).map { DeliveryFixtures.address(.telegram, $0) }
+        )
+        // No loop: commits happen only when the test flushes.
+        let writer = StatusWriter(
+            channel: "telegram", database: client, interval: .seconds(3600), maxUnrecorded: 3, logger: logger
+        )
+        for recipient in recipients.prefix(2) {
+            writer.add(.init(deliveryID: recipient.deliveryID!, state: "sent", providerMessageID: "m", attempted: true))
+        }
+        await writer.room()  // two uncommitted: room for a third
+        writer.add(.init(deliveryID: recipients[2].deliveryID!, state: "sent", providerMessageID: "m", attempted: true))
+        let admitted = Fetches()
+        let waiting = Task {
+            await writer.room()
+            _ = admitted.next()
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(admitted.count == 0, "three outcomes uncommitted: the send waits")
+        #expect(await writer.flush())
+        await waiting.value
+        #expect(admitted.count == 1)
+        let sent = try await client.query("SELECT count(*) FROM deliveries WHERE state = 'sent'").first!.decode(Int.self, at: 0)
+        #expect(sent == 3)
+        await client.close()
+    }
 }
 
 private final class Slots: Sendable {

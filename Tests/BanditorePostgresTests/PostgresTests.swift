@@ -342,6 +342,26 @@ struct PostgresTests {
         await #expect(throws: PostgresError.self) { try await client.query("SELECT 1") }
     }
 
+    @Test("a ping with a deadline answers false at the deadline while every connection is busy, true once one is free")
+    func pingDeadline() async throws {
+        let client = try makeClient(maxConnections: 1)
+        let (taken, signal) = AsyncStream<Void>.makeStream()
+        let busy = Task {
+            try await client.withConnection { _ in
+                signal.yield()
+                try await Task.sleep(for: .seconds(4))
+            }
+        }
+        for await _ in taken { break }  // the only connection is lent out
+        let start = ContinuousClock.now
+        #expect(await client.ping(within: .milliseconds(500)) == false)
+        // Answered at the deadline, not when the connection came back (4 s): a bound against the wait, not a measure.
+        #expect(ContinuousClock.now - start < .seconds(3))
+        _ = try await busy.value
+        #expect(await client.ping(within: .seconds(5)))
+        await client.close()
+    }
+
     @Test("an unreachable server or a missing database fails fast with a clear error")
     func connectFailures() async throws {
         let start = ContinuousClock.now
