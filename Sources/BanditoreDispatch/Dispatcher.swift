@@ -200,7 +200,7 @@ public final class Dispatcher: Service, Sendable {
                     try await pacer.wait(for: recipient.address)
                     let waited = ContinuousClock.now
                     try await rateLimiter.acquire()
-                    metrics.rateLimitWait.recordNanoseconds(Int64((ContinuousClock.now - waited).nanoseconds))
+                    metrics.rateLimitWait.recordNanoseconds((ContinuousClock.now - waited).wholeNanoseconds)
                 } catch {
                     inFlight.release()
                     logger.warning("rate limit unavailable", metadata: ["error": "\(String(reflecting: error))"])
@@ -362,7 +362,7 @@ public final class Dispatcher: Service, Sendable {
         metrics.inFlight.record(sendsInFlight.wrappingAdd(1, ordering: .relaxed).newValue)
         let start = ContinuousClock.now
         let outcome = await sender.send(message, to: recipient.address)
-        metrics.sendLatency.recordNanoseconds(Int64((ContinuousClock.now - start).nanoseconds))
+        metrics.sendLatency.recordNanoseconds((ContinuousClock.now - start).wholeNanoseconds)
         metrics.inFlight.record(sendsInFlight.wrappingAdd(-1, ordering: .relaxed).newValue)
         if case .failed(let failure) = outcome {
             logger.debug("send failed", metadata: ["failure": "\(failure)", "recipient": "\(Mask.address(recipient.address))"])
@@ -491,12 +491,5 @@ public final class Dispatcher: Service, Sendable {
         let body = (try? MessageBody.encode(value)) ?? []
         let id = (value as? DeliveryJob)?.id ?? UUID().uuidString.lowercased()
         return .json(body, type: type, messageID: id, priority: priority)
-    }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }

@@ -1,4 +1,5 @@
 import BanditoreChannels
+import BanditoreCore
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -45,7 +46,6 @@ public struct ProviderHTTP: Sendable {
 
 extension TimeAmount {
     init(_ duration: Duration) {
-        let (seconds, attoseconds) = duration.components
-        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+        self = .nanoseconds(duration.wholeNanoseconds)
     }
 }

@@ -1,3 +1,4 @@
+import BanditoreCore
 import BanditoreRuntime
 
 /// Exponential backoff through the delay queues (`BanditoreTopology.retryDelays`: 1 s, 5 s, 30 s, 2 min, 10 min),
@@ -9,7 +10,7 @@ enum RetryPolicy {
         let delays = BanditoreTopology.retryDelays
         var step = min(max(attempt, 0), delays.count - 1)
         if let hint {
-            let hintMilliseconds = hint.components.seconds * 1000 + hint.components.attoseconds / 1_000_000_000_000_000
+            let hintMilliseconds = hint.wholeMilliseconds
             while step < delays.count - 1, Int64(delays[step]) < hintMilliseconds { step += 1 }
         }
         return step
@@ -24,7 +25,7 @@ enum RetryPolicy {
     static func jittered(_ milliseconds: Int, atLeast hint: Duration?) -> Int {
         let jittered = Int(Double(milliseconds) * Double.random(in: 0.8...1.0))
         guard let hint else { return jittered }
-        let hintMilliseconds = Int(hint.components.seconds * 1000 + hint.components.attoseconds / 1_000_000_000_000_000)
+        let hintMilliseconds = Int(hint.wholeMilliseconds)
         return max(jittered, min(hintMilliseconds, milliseconds))
     }
 }

@@ -229,9 +229,8 @@ enum IngestMetrics {
             label: "banditore_ingest_webhooks_total",
             dimensions: [("channel", channel.rawValue), ("status", String(status))]
         ).increment()
-        let (seconds, attoseconds) = elapsed.components
         Timer(label: "banditore_ingest_webhook_duration_seconds", dimensions: [("channel", channel.rawValue)])
-            .recordNanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+            .recordNanoseconds(elapsed.wholeNanoseconds)
     }
 }
 

@@ -154,7 +154,7 @@ extension ProviderSimulator {
             }
         }
         let elapsed = start.duration(to: .now)
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed.inSeconds
         latencies.sort()
         func percentile(_ p: Double) -> Double {
             latencies.isEmpty ? 0 : latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]
@@ -196,8 +196,7 @@ extension ProviderSimulator {
             do {
                 let response = try await client.execute(request, timeout: webhook.timeout)
                 _ = try? await response.body.collect(upTo: 1 << 20)
-                let elapsed = started.duration(to: .now).components
-                attempt.latencies.append(Double(elapsed.seconds) * 1000 + Double(elapsed.attoseconds) / 1e15)
+                attempt.latencies.append(started.duration(to: .now).inMilliseconds)
                 attempt.statuses.append(String(response.status.code))
                 if (200..<300).contains(response.status.code) {
                     attempt.ok = true

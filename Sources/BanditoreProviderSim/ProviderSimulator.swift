@@ -57,8 +57,7 @@ public final class ProviderSimulator: Service, Sendable {
 
     /// Seconds since the simulator started (monotonic).
     func now() -> Double {
-        let elapsed = started.duration(to: clock.now).components
-        return Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18
+        started.duration(to: clock.now).inSeconds
     }
 
     // MARK: Shared steps of every send

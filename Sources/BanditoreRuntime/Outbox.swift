@@ -1,4 +1,5 @@
 import BanditoreAMQP
+import BanditoreCore
 import BanditorePostgres
 import Foundation
 import Logging
@@ -128,7 +129,7 @@ public final class OutboxRelay: Service, Sendable {
     /// Publishes up to 500 rows left unpublished for longer than `sweepAge`; returns how many.
     @discardableResult
     public func sweep() async throws -> Int {
-        let age = Double(sweepAge.components.seconds) + Double(sweepAge.components.attoseconds) / 1e18
+        let age = sweepAge.inSeconds
         return try await publishRows(
             "SELECT id, exchange, routing_key, message_id, message_type, body FROM outbox WHERE published_at IS NULL AND created_at < now() - make_interval(secs => \(age)) ORDER BY id LIMIT 500 FOR UPDATE SKIP LOCKED"
         )
@@ -166,20 +167,16 @@ public final class OutboxRelay: Service, Sendable {
     /// never deleted, however old.
     @discardableResult
     public func prune(batch: Int = 5_000) async throws -> Int {
-        let seconds = Double(retention.components.seconds) + Double(retention.components.attoseconds) / 1e18
-        var total = 0
-        while !Task.isCancelled {
-            let deleted = try await database.query(
+        let seconds = retention.inSeconds
+        return try await deleteInBatches(of: batch) { batch in
+            try await database.query(
                 """
                 DELETE FROM outbox WHERE id IN (
                     SELECT id FROM outbox WHERE published_at < now() - make_interval(secs => \(seconds))
                      ORDER BY id LIMIT \(batch) FOR UPDATE SKIP LOCKED)
                 """
             ).affectedRows
-            total += deleted
-            if deleted < batch { break }
         }
-        return total
     }
 
     public func run() async throws {

@@ -1,3 +1,4 @@
+import BanditoreCore
 import BanditorePostgres
 
 /// The providers' message ids of the webhooks the registry applied (`inbound_messages`), which make a provider's
@@ -13,19 +14,15 @@ public enum InboundMessages {
     public static func prune(
         olderThan retention: Duration, batch: Int = 5_000, on connection: PostgresConnection
     ) async throws -> Int {
-        let seconds = Double(retention.components.seconds) + Double(retention.components.attoseconds) / 1e18
-        var total = 0
-        while !Task.isCancelled {
-            let deleted = try await connection.query(
+        let seconds = retention.inSeconds
+        return try await deleteInBatches(of: batch) { batch in
+            try await connection.query(
                 """
                 DELETE FROM inbound_messages WHERE (channel, provider_message_id) IN (
                     SELECT channel, provider_message_id FROM inbound_messages
                      WHERE received_at < now() - make_interval(secs => \(seconds)) LIMIT \(batch))
                 """
             ).affectedRows
-            total += deleted
-            if deleted < batch { break }
         }
-        return total
     }
 }

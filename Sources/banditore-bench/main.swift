@@ -24,7 +24,7 @@ private let logger = Logger(label: "bench")
 
 private func rate(_ count: Int, since start: ContinuousClock.Instant) -> String {
     let elapsed = ContinuousClock.now - start
-    let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    let seconds = elapsed.inSeconds
     return String(format: "%.0f", Double(count) / seconds)
 }
 
@@ -205,16 +205,15 @@ struct Dispatch: AsyncParsableCommand {
                 }
             }
         }
-        func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
         for channel in selected {
             let sent = try await database.query(
                 "SELECT count(*) FROM deliveries WHERE bulletin_id = \(bulletins[channel]!) AND state = 'sent'"
             ).first!.decode(Int.self, at: 0)
             let name = channel.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)
-            print(name + String(format: " %7d sent in %6.2f s: %8.0f/s", sent, seconds(finished[channel]!),
-                                Double(sent) / seconds(finished[channel]!)))
+            print(name + String(format: " %7d sent in %6.2f s: %8.0f/s", sent, finished[channel]!.inSeconds,
+                                Double(sent) / finished[channel]!.inSeconds))
         }
-        let total = seconds(finished.values.max()!)
+        let total = finished.values.max()!.inSeconds
         print(String(format: "total     %7d sent in %6.2f s: %8.0f/s", recipients * selected.count, total,
                      Double(recipients * selected.count) / total))
         await amqp.close()

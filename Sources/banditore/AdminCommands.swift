@@ -1,4 +1,5 @@
 import ArgumentParser
+import BanditoreCore
 import BanditoreStore
 import Foundation
 
@@ -132,7 +133,7 @@ func followStatus(_ api: APIOptions, id: String, follow: Bool) async throws {
         }
         if follow, status.finished {
             let elapsed = ContinuousClock.now - started
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+            let seconds = elapsed.inSeconds
             print(String(format: "done in %.1f s", seconds))
         }
         if !follow || status.finished { return }

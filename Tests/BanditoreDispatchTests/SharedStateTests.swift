@@ -55,9 +55,7 @@ struct RateLimitTimingTests {
             busiest = max(busiest, i - j + 1)
         }
         #expect(busiest <= 41, "busiest second: \(busiest)")
-        let span = sorted.last! - sorted.first!
-        let seconds = Double(span.components.seconds) + Double(span.components.attoseconds) / 1e18
-        let rate = Double(sorted.count - 1) / seconds
+        let rate = Double(sorted.count - 1) / (sorted.last! - sorted.first!).inSeconds
         #expect(rate >= 38 && rate <= 40.5, "rate \(rate)")
         // Slots are spread evenly: none closer than the interval allows (minus clock-offset noise between clients).
         let gaps = zip(sorted.dropFirst(), sorted).map { $0 - $1 }

@@ -441,6 +441,5 @@ struct ProviderSimulatorTests {
 
 /// Tokens a bucket refilled since `start`, rounded up.
 private func refill(_ start: ContinuousClock.Instant, perSecond: Double) -> Int {
-    let elapsed = start.duration(to: .now).components
-    return Int((Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18) * perSecond) + 1
+    Int(start.duration(to: .now).inSeconds * perSecond) + 1
 }
