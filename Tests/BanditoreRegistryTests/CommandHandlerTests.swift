@@ -246,6 +246,54 @@ struct CommandHandlerTests {
         await db.close()
     }
 
+    @Test("kept reports are applied by probing the ids asked for, even on statistics read before any send was recorded")
+    func applyKeptProbesIDs() async throws {
+        let db = try await database("it_registry_kept_probe")
+        let sent = try await DeliveryFixtures.seed(
+            db, channel: .whatsapp, addresses: (0..<3_000).map { DeliveryFixtures.address(.whatsapp, $0) }
+        )
+        let chat = try await DeliveryFixtures.seed(db, channel: .telegram, addresses: ["4242"])[0]
+        // Statistics of a bulletin's deliveries as the fan-out leaves them (none sent), then the sends recorded.
+        try await db.query("ANALYZE deliveries")
+        try await db.query("UPDATE deliveries SET state = 'sent', provider_message_id = 'wamid.' || id WHERE channel = 'whatsapp'")
+        try await db.query("UPDATE deliveries SET state = 'sent', provider_message_id = '77' WHERE id = \(chat.deliveryID!)")
+        func id(_ i: Int) -> String { "wamid.\(sent[i].deliveryID!)" }
+        try await db.query(
+            """
+            INSERT INTO delivery_reports (channel, provider_message_id, status, rank)
+            VALUES ('whatsapp', \(id(5)), 'delivered', 2), ('whatsapp', \(id(2_500)), 'read', 3),
+                   ('telegram', '77', 'delivered', 2)
+            """
+        )
+        let (moved, probed) = try await db.withConnection { connection in
+            func indexReads() async throws -> Int {
+                try await connection.query("SELECT pg_stat_force_next_flush()")
+                return try await connection.query(
+                    "SELECT idx_tup_read FROM pg_stat_user_indexes WHERE indexrelname = 'deliveries_by_provider_id'"
+                ).first!.decode(Int.self, at: 0)
+            }
+            let before = try await indexReads()
+            let moved = try await DeliveryReports.applyKept(
+                channel: "whatsapp", providerMessageIDs: (0..<300).map(id), on: connection
+            )
+            return (moved, try await indexReads() - before)
+        }
+        #expect(moved == 1)
+        // One entry per report found (walking the channel's sent deliveries read 3,000).
+        #expect(probed <= 300, "index entries read: \(probed)")
+        // The registry's sweep applies the rest, on every channel.
+        let swept = try await db.withConnection { try await DeliveryReports.applyKeptRecent(on: $0) }
+        #expect(swept == 2)
+        let states = try await db.query(
+            """
+            SELECT id, state FROM deliveries WHERE id IN (\(sent[5].deliveryID!), \(sent[2_500].deliveryID!), \(chat.deliveryID!))
+             ORDER BY id
+            """
+        ).rows.map { try $0.decode(Int64.self, String.self) }
+        #expect(states.map(\.1) == ["delivered", "read", "delivered"])
+        await db.close()
+    }
+
     @Test("providers' message ids are forgotten after the retention, and only those older than it")
     func inboundRetention() async throws {
         let db = try await database("it_registry_inbound_retention")
