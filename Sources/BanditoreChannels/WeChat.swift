@@ -2,10 +2,6 @@ import BanditoreCore
 import Crypto
 import Foundation
 
-#if canImport(FoundationXML)
-import FoundationXML
-#endif
-
 /// The WeChat Official Account shape: access tokens, custom and template sends, inbound XML and its signature.
 /// Errors come with HTTP 200 and a non-zero `errcode`.
 public enum WeChat {
@@ -158,7 +154,7 @@ public enum WeChat {
 
     /// Reads the XML of a push.
     public static func decodeInbound(_ body: [UInt8]) throws -> Inbound {
-        let fields = try FlatXML.parse(Data(body))
+        let fields = try FlatXML.parse(body)
         guard let to = fields["ToUserName"], let from = fields["FromUserName"], let type = fields["MsgType"],
             let time = fields["CreateTime"].flatMap({ Int64($0.trimmingCharacters(in: .whitespaces)) })
         else { throw WebhookDecodingError("missing ToUserName, FromUserName, CreateTime or MsgType") }
@@ -203,53 +199,3 @@ public enum WeChat {
     }
 }
 
-/// Reads `<xml><Name>value</Name>…</xml>` into a dictionary; anything malformed is an error.
-enum FlatXML {
-    static func parse(_ data: Data) throws -> [String: String] {
-        // WeChat never declares a document type: refusing declarations outright rules out entity expansion (the
-        // "billion laughs") and external entities, whatever the XML library underneath would do with them.
-        if data.range(of: Data("<!DOCTYPE".utf8)) != nil || data.range(of: Data("<!ENTITY".utf8)) != nil {
-            throw WebhookDecodingError("a document type or entity declaration is not accepted")
-        }
-        let delegate = Delegate()
-        let parser = XMLParser(data: data)
-        parser.shouldResolveExternalEntities = false
-        parser.delegate = delegate
-        // Foundation's parser on Linux reports success for a document cut off before its end: the root's end tag
-        // is what says the body arrived whole.
-        guard parser.parse(), delegate.root == "xml", delegate.closed else {
-            throw WebhookDecodingError("not a WeChat XML message")
-        }
-        return delegate.fields
-    }
-
-    private final class Delegate: NSObject, XMLParserDelegate {
-        var root: String?
-        var closed = false
-        var fields: [String: String] = [:]
-        private var depth = 0
-        private var current: String?
-        private var text = ""
-
-        func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?,
-                    qualifiedName: String?, attributes: [String: String] = [:]) {
-            depth += 1
-            if depth == 1 { root = name } else if depth == 2 { current = name; text = "" }
-        }
-
-        func parser(_ parser: XMLParser, foundCharacters string: String) {
-            if depth == 2 { text += string }
-        }
-
-        func parser(_ parser: XMLParser, foundCDATA block: Data) {
-            if depth == 2 { text += String(decoding: block, as: UTF8.self) }
-        }
-
-        func parser(_ parser: XMLParser, didEndElement name: String, namespaceURI: String?, qualifiedName: String?) {
-            if depth == 2, let current { fields[current] = text }
-            if depth == 2 { current = nil }
-            if depth == 1 { closed = true }
-            depth -= 1
-        }
-    }
-}

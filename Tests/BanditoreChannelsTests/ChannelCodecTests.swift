@@ -229,6 +229,41 @@ struct WeChatCodecTests {
         let external = #"<!DOCTYPE xml [<!ENTITY e SYSTEM "file:///etc/hostname">]>"#
             + follow.replacingOccurrences(of: "oW7x0tExampleOpenId", with: "o&e;")
         #expect(throws: WebhookDecodingError.self) { try WeChat.decodeInbound(bytes(external)) }
+        // A name that is not UTF-8 crashed Foundation's XMLParser (the fuzzer's body, cut to what did it).
+        #expect(throws: WebhookDecodingError.self) {
+            try WeChat.decodeInbound(Array("<xml><S".utf8) + [0xFB] + Array(">x</S".utf8) + [0xFB] + Array("></xml>".utf8))
+        }
+        #expect(throws: WebhookDecodingError.self) { try WeChat.decodeInbound(bytes("<xml><a>1</b></xml>")) }
+        #expect(throws: WebhookDecodingError.self) { try WeChat.decodeInbound(bytes(follow + "<xml></xml>")) }
+        #expect(throws: WebhookDecodingError.self) {
+            try WeChat.decodeInbound(bytes(follow.replacingOccurrences(of: "<Event>", with: "<Content>&nbsp;</Content><Event>")))
+        }
+        let nesting = String(repeating: "<a>", count: 40) + String(repeating: "</a>", count: 40)
+        #expect(throws: WebhookDecodingError.self) {
+            try WeChat.decodeInbound(bytes(follow.replacingOccurrences(of: "<Event>", with: "<Menu>\(nesting)</Menu><Event>")))
+        }
+        // What WeChat may also send: a declaration, comments, references, a child with children of its own (skipped).
+        let rich = "\u{FEFF}<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!-- push -->"
+            + follow.replacingOccurrences(
+                of: "<Event>",
+                with: "<Content>a &lt;b&gt; &amp; &#20013;&#x6587; <!-- c --><![CDATA[<d>]]></Content>"
+                    + "<ScanCodeInfo><ScanType>qrcode</ScanType><ScanResult>1</ScanResult></ScanCodeInfo><Empty/><Event>"
+            ) + "\n"
+        let decoded = try WeChat.decodeInbound(Array(rich.utf8))
+        #expect(decoded.content == "a <b> & 中文 <d>" && decoded.event == "subscribe")
+        // Random bytes, and the sample with bytes changed at random: an answer or an error, never a crash.
+        var generator = SplitMix(seed: 20_261_204)
+        for round in 0..<3_000 {
+            var body = Array(follow.utf8)
+            if round % 3 == 0 {
+                body = [UInt8(ascii: "<")] + (0..<Int(generator.next() % 300)).map { _ in UInt8(truncatingIfNeeded: generator.next()) }
+            } else {
+                for _ in 0..<(1 + Int(generator.next() % 4)) {
+                    body[Int(generator.next() % UInt64(body.count))] = UInt8(truncatingIfNeeded: generator.next())
+                }
+            }
+            _ = try? WeChat.decodeInbound(body)
+        }
         let reply = WeChat.passiveReply(to: message, content: "已切换为中文。", now: 1_767_261_601)
         #expect(reply == "<xml><ToUserName><![CDATA[oW7x0tExampleOpenId]]></ToUserName><FromUserName><![CDATA[gh_1a2b3c4d5e6f]]></FromUserName><CreateTime>1767261601</CreateTime><MsgType><![CDATA[text]]></MsgType><Content><![CDATA[已切换为中文。]]></Content></xml>")
     }
@@ -239,4 +274,17 @@ func constantTime() {
     #expect(constantTimeEquals(Array("abc".utf8), Array("abc".utf8)))
     #expect(!constantTimeEquals(Array("abc".utf8), Array("abd".utf8)))
     #expect(!constantTimeEquals(Array("abc".utf8), Array("ab".utf8)))
+}
+
+/// A small deterministic generator for the fuzzing loops (the same inputs every run).
+private struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
 }

@@ -349,16 +349,18 @@ struct PostgresTests {
         let busy = Task {
             try await client.withConnection { _ in
                 signal.yield()
-                try await Task.sleep(for: .seconds(4))
+                try await Task.sleep(for: .seconds(30))
             }
         }
         for await _ in taken { break }  // the only connection is lent out
         let start = ContinuousClock.now
         #expect(await client.ping(within: .milliseconds(500)) == false)
-        // Answered at the deadline, not when the connection came back (4 s): a bound against the wait, not a measure.
-        #expect(ContinuousClock.now - start < .seconds(3))
-        _ = try await busy.value
-        #expect(await client.ping(within: .seconds(5)))
+        // Answered at the deadline, not when the connection comes back (30 s): a bound against that wait, generous
+        // for a loaded machine, not a measure.
+        #expect(ContinuousClock.now - start < .seconds(15))
+        busy.cancel()  // the connection comes back
+        _ = try? await busy.value
+        #expect(await client.ping())
         await client.close()
     }
 

@@ -164,7 +164,8 @@ struct DispatchRecoveryTests {
         // A send whose outcome was waiting for the database when it went away is repeated at most once.
         #expect(stats.duplicates <= 64, "\(stats)")
         print("database restart mid-bulletin: \(stats.duplicates) duplicates")
-        #expect(await process.get("/readyz")?.status == 200)
+        // Ready again after the restart (a probe gives the database a second to answer: asked until it does).
+        #expect(await eventually(timeout: .seconds(20)) { await process.get("/readyz")?.status == 200 })
         #expect(await harness.terminate(process) == 0)
         await database.close()
         await harness.stop()
