@@ -259,7 +259,7 @@ let package = Package(
         ),
         .testTarget(
             name: "BanditoreChannelsTests",
-            dependencies: ["BanditoreChannels"],
+            dependencies: ["BanditoreChannels", "BanditoreCore"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

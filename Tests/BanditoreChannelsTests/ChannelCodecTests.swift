@@ -1,4 +1,5 @@
 import BanditoreChannels
+import BanditoreCore
 import Foundation
 import Testing
 
@@ -252,7 +253,7 @@ struct WeChatCodecTests {
         let decoded = try WeChat.decodeInbound(Array(rich.utf8))
         #expect(decoded.content == "a <b> & 中文 <d>" && decoded.event == "subscribe")
         // Random bytes, and the sample with bytes changed at random: an answer or an error, never a crash.
-        var generator = SplitMix(seed: 20_261_204)
+        var generator = SplitMix64(seed: 20_261_204)
         for round in 0..<3_000 {
             var body = Array(follow.utf8)
             if round % 3 == 0 {
@@ -274,17 +275,4 @@ func constantTime() {
     #expect(constantTimeEquals(Array("abc".utf8), Array("abc".utf8)))
     #expect(!constantTimeEquals(Array("abc".utf8), Array("abd".utf8)))
     #expect(!constantTimeEquals(Array("abc".utf8), Array("ab".utf8)))
-}
-
-/// A small deterministic generator for the fuzzing loops (the same inputs every run).
-private struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
