@@ -52,17 +52,17 @@ enum FlatXML {
             throw fail("unterminated \(what)")
         }
 
+        /// Moves past a comment if one starts here; says whether one did.
+        private mutating func skipComment() throws -> Bool {
+            guard starts(with: "<!--") else { return false }
+            at += 4
+            _ = try until("-->", what: "comment")
+            return true
+        }
+
         /// Comments and whitespace between elements.
         private mutating func skipMisc() throws {
-            while true {
-                skipSpace()
-                if starts(with: "<!--") {
-                    at += 4
-                    _ = try until("-->", what: "comment")
-                } else {
-                    return
-                }
-            }
+            repeat { skipSpace() } while try skipComment()
         }
 
         mutating func document() throws -> [String: String] {
@@ -182,9 +182,8 @@ enum FlatXML {
                 if starts(with: "<![CDATA[") {
                     at += 9
                     out += try utf8(try until("]]>", what: "CDATA section"))
-                } else if starts(with: "<!--") {
-                    at += 4
-                    _ = try until("-->", what: "comment")
+                } else if try skipComment() {
+                    continue
                 } else if starts(with: "<!") || starts(with: "<?") {
                     throw fail("a declaration or processing instruction inside the document")
                 } else if bytes[at] == UInt8(ascii: "<") {
