@@ -181,19 +181,19 @@ struct Dispatch: AsyncParsableCommand {
             }
             return total
         }
-        func queued(_ channel: Channel) async throws -> Bool {
-            try await !database.query(
+        // When the channel's last status was written, once none of its deliveries is left queued (one pass).
+        func lastStatus(_ channel: Channel) async throws -> Double? {
+            try await database.query(
                 """
-                SELECT 1 FROM deliveries WHERE bulletin_id = \(bulletins[channel]!) AND channel = \(channel.rawValue)
-                   AND state = 'queued' LIMIT 1
+                SELECT extract(epoch FROM max(updated_at))::float8 FROM deliveries
+                 WHERE bulletin_id = \(bulletins[channel]!) AND channel = \(channel.rawValue)
+                HAVING NOT bool_or(state = 'queued')
                 """
-            ).rows.isEmpty
-        }
-        func epoch(_ sql: PostgresQuery) async throws -> Double {
-            try await database.query(sql).first!.decode(Double.self, at: 0)
+            ).first?.decode(Double.self, at: 0)
         }
         let baseline = await written()
-        let start = try await epoch("SELECT extract(epoch FROM clock_timestamp())::float8")
+        let start = try await database.query("SELECT extract(epoch FROM clock_timestamp())::float8").first!
+            .decode(Double.self, at: 0)
         for channel in selected {
             try await DeliveryFixtures.publishJobs(
                 amqp, channel: channel, recipients: seeded[channel]!, bulletinID: bulletins[channel], chunk: chunk
@@ -205,10 +205,7 @@ struct Dispatch: AsyncParsableCommand {
             let now = await written()
             for channel in selected where finished[channel] == nil {
                 let caughtUp = now[channel, default: 0] - baseline[channel, default: 0] >= recipients
-                if metricsURL.isEmpty || caughtUp, try await !queued(channel) {
-                    let last = try await epoch(
-                        "SELECT extract(epoch FROM max(updated_at))::float8 FROM deliveries WHERE bulletin_id = \(bulletins[channel]!)"
-                    )
+                if metricsURL.isEmpty || caughtUp, let last = try await lastStatus(channel) {
                     finished[channel] = last - start
                 }
             }
