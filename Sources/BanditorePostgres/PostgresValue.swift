@@ -163,22 +163,27 @@ extension Optional: PostgresDecodable where Wrapped: PostgresDecodable {
 
 extension Array: PostgresEncodable where Element: PostgresEncodable {
     /// An array literal: `{"a","b c",NULL}`.
+    ///
+    /// Built as UTF-8 bytes: a dispatcher's status batch writes five arrays of a thousand elements each.
     public var postgresText: String? {
-        var out = "{"
-        for (index, element) in enumerated() {
-            if index > 0 { out += "," }
-            guard let text = element.postgresText else {
-                out += "NULL"
+        var out: [UInt8] = [UInt8(ascii: "{")]
+        out.reserveCapacity(count * 12 + 2)
+        for index in indices {
+            if index > startIndex { out.append(UInt8(ascii: ",")) }
+            guard let text = self[index].postgresText else {
+                out += "NULL".utf8
                 continue
             }
-            out += "\""
-            for ch in text.unicodeScalars {
-                if ch == "\"" || ch == "\\" { out += "\\" }
-                out.unicodeScalars.append(ch)
+            out.append(UInt8(ascii: "\""))
+            for byte in text.utf8 {
+                // A quote or backslash never occurs inside a multi-byte UTF-8 sequence.
+                if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { out.append(UInt8(ascii: "\\")) }
+                out.append(byte)
             }
-            out += "\""
+            out.append(UInt8(ascii: "\""))
         }
-        return out + "}"
+        out.append(UInt8(ascii: "}"))
+        return String(decoding: out, as: UTF8.self)
     }
 }
 

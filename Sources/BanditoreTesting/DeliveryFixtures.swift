@@ -95,31 +95,55 @@ public enum DeliveryFixtures {
         _ amqp: AMQPConnection, channel: Channel, recipients: [Recipient], bulletinID: UUID?, chunk: Int = 100,
         urgent: Bool = false, message: RenderedMessage? = nil
     ) async throws -> [DeliveryJob] {
-        var jobs: [DeliveryJob] = []
+        let encoded = try encodeJobs(
+            channel: channel, recipients: recipients, bulletinID: bulletinID, chunk: chunk, urgent: urgent,
+            message: message
+        )
+        try await publish(amqp, encoded)
+        return encoded.map(\.job)
+    }
+
+    /// A job and the broker message that carries it.
+    public struct EncodedJob: Sendable {
+        public var job: DeliveryJob
+        public var message: AMQPMessage
+    }
+
+    /// The recipients as jobs of `chunk` recipients each, encoded as the composer publishes them: a benchmark
+    /// encodes them before it starts its clock, so that its own work is not counted as the dispatchers'.
+    public static func encodeJobs(
+        channel: Channel, recipients: [Recipient], bulletinID: UUID?, chunk: Int = 100, urgent: Bool = false,
+        message: RenderedMessage? = nil
+    ) throws -> [EncodedJob] {
+        var jobs: [EncodedJob] = []
+        let encoder = JSONEncoder()
         var start = 0
         while start < recipients.count {
             let end = min(start + chunk, recipients.count)
-            jobs.append(
-                DeliveryJob(
-                    bulletinID: bulletinID, channel: channel, urgent: urgent,
-                    messages: [.italian: message ?? Self.message(channel)], recipients: Array(recipients[start..<end])
+            let job = DeliveryJob(
+                bulletinID: bulletinID, channel: channel, urgent: urgent,
+                messages: [.italian: message ?? Self.message(channel)], recipients: Array(recipients[start..<end])
+            )
+            let body = AMQPMessage(
+                body: Array(try encoder.encode(job)),
+                properties: AMQPProperties(
+                    contentType: "application/json", priority: urgent ? 9 : 0, messageID: job.id,
+                    type: DeliveryJob.messageType
                 )
             )
+            jobs.append(EncodedJob(job: job, message: body))
             start = end
         }
-        for job in jobs {
+        return jobs
+    }
+
+    /// Publishes encoded jobs to the deliveries exchange, routed by their channel, and waits for the confirms.
+    public static func publish(_ amqp: AMQPConnection, _ jobs: [EncodedJob]) async throws {
+        for encoded in jobs {
             try await amqp.publish(
-                AMQPMessage(
-                    body: Array(try JSONEncoder().encode(job)),
-                    properties: AMQPProperties(
-                        contentType: "application/json", priority: urgent ? 9 : 0, messageID: job.id,
-                        type: DeliveryJob.messageType
-                    )
-                ),
-                exchange: "banditore.deliveries", routingKey: channel.rawValue
+                encoded.message, exchange: "banditore.deliveries", routingKey: encoded.job.channel.rawValue
             )
         }
         try await amqp.waitForConfirms()
-        return jobs
     }
 }

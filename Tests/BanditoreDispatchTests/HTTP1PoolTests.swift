@@ -171,6 +171,37 @@ struct HTTP1PoolTests {
         await server.close()
     }
 
+    @Test("a line break in a header value or a space in the target: refused before anything is written")
+    func malformedRequests() async throws {
+        let server = try await ScriptedServer()
+        let pool = try pool(server, connections: 2)
+        let bad: [(path: String, headers: [String: String])] = [
+            ("/echo/a", ["authorization": "Bearer x\r\nx-injected: 1"]),
+            ("/echo/a", ["x-token": "a\nb"]),
+            ("/echo/a", ["bad name": "v"]),
+            ("/echo/a b", [:]),
+            ("/echo/\u{7F}", [:]),
+            ("", [:]),
+        ]
+        for request in bad {
+            await #expect(throws: HTTP1PoolError.malformedRequest) {
+                _ = try await pool.execute(
+                    method: .POST, path: request.path, headers: request.headers, body: [1], timeout: .seconds(5)
+                )
+            }
+        }
+        #expect(server.requestCount == 0)
+        // Tokens, a query, percent-encoding and UTF-8 in a value (an obs-text byte is allowed) go through.
+        let fine = try await pool.execute(
+            method: .GET, path: "/echo/ok?access_token=A-b_c.9%2F", headers: ["x-name": "Città"], body: nil,
+            timeout: .seconds(30)
+        )
+        #expect(fine.status == 200)
+        #expect(server.requestCount == 1)
+        pool.shutdown()
+        await server.close()
+    }
+
     @Test("a connection idle for longer than maxIdle is closed, not reused")
     func maxIdle() async throws {
         let server = try await ScriptedServer()

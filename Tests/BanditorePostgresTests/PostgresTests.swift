@@ -59,7 +59,7 @@ struct PostgresTests {
         ) { table in
             let text = #"l'avviso "urgente" \ 中文 — ATTIVA ISCRIZIONE, {a,b}"#
             let date = Date(timeIntervalSince1970: 1_767_261_600.123456)
-            let array = ["farmacie", "protezione civile", #"con "virgolette""#, "中文", "a,b", ""]
+            let array = ["farmacie", "protezione civile", #"con "virgolette""#, "中文", "a,b", #"back\slash"#, "{}", ""]
             let payload = Payload(topic: "scuola", count: 3, tags: ["sciopero", "mensa"])
             let uuid = UUID()
             let raw = PostgresBytes([0, 1, 2, 254, 255])
