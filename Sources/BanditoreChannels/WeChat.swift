@@ -59,7 +59,10 @@ public enum WeChat {
         accessToken: String, openID: String, templateID: String, data: [String: String], url: String? = nil,
         clientMessageID: String? = nil
     ) throws -> ProviderRequest {
-        for (key, value) in data where value.count > maxTemplateValueLength || value.isEmpty {
+        // Characters never outnumber UTF-8 bytes: counted (grapheme by grapheme, slow) only when the bytes are over
+        // the limit; this runs for every message a dispatcher sends.
+        for (key, value) in data
+        where value.isEmpty || (value.utf8.count > maxTemplateValueLength && value.count > maxTemplateValueLength) {
             throw ChannelLimitError(
                 channel: "wechat", field: "data.\(key)",
                 message: value.isEmpty ? "empty" : "\(value.count) characters, at most \(maxTemplateValueLength)"
