@@ -95,7 +95,7 @@ public enum DeliveryFixtures {
         _ amqp: AMQPConnection, channel: Channel, recipients: [Recipient], bulletinID: UUID?, chunk: Int = 100,
         urgent: Bool = false, message: RenderedMessage? = nil
     ) async throws -> [DeliveryJob] {
-        let encoded = try encodeJobs(
+        let encoded = encodeJobs(
             channel: channel, recipients: recipients, bulletinID: bulletinID, chunk: chunk, urgent: urgent,
             message: message
         )
@@ -114,9 +114,8 @@ public enum DeliveryFixtures {
     public static func encodeJobs(
         channel: Channel, recipients: [Recipient], bulletinID: UUID?, chunk: Int = 100, urgent: Bool = false,
         message: RenderedMessage? = nil
-    ) throws -> [EncodedJob] {
+    ) -> [EncodedJob] {
         var jobs: [EncodedJob] = []
-        let encoder = JSONEncoder()
         var start = 0
         while start < recipients.count {
             let end = min(start + chunk, recipients.count)
@@ -124,8 +123,9 @@ public enum DeliveryFixtures {
                 bulletinID: bulletinID, channel: channel, urgent: urgent,
                 messages: [.italian: message ?? Self.message(channel)], recipients: Array(recipients[start..<end])
             )
+            // The body by the composer's own writer (`MessageBody` encodes jobs with `DeliveryJob.json()`).
             let body = AMQPMessage(
-                body: Array(try encoder.encode(job)),
+                body: job.json(),
                 properties: AMQPProperties(
                     contentType: "application/json", priority: urgent ? 9 : 0, messageID: job.id,
                     type: DeliveryJob.messageType
