@@ -34,8 +34,90 @@ public struct CommandHandler: Sendable {
         self.topics = topics
     }
 
-    /// Applies `command` on `connection`, inside the caller's transaction.
-    public func apply(_ command: CitizenCommand, on connection: PostgresConnection) async throws -> Outcome {
+    /// What a batch's first look found for one of its commands (``prefetch(_:on:)``).
+    public struct Prefetched: Sendable {
+        /// Whether its provider message id was new (nil: it has none).
+        var fresh: Bool?
+        /// Its citizen's row, locked; nil when there is none yet.
+        var subscriber: Subscriber?
+    }
+
+    /// Takes, for a batch of commands in two statements instead of two per command, what each one's
+    /// ``apply(_:on:prefetched:)`` would read first: records the provider message ids (a retry's is found already
+    /// there) and loads and locks the citizens' rows. Only a citizen's first command in the batch is taken (the
+    /// later ones must see what the earlier ones did), and only the first command with a given provider id; the
+    /// others are left to `apply`, which reads for itself. Keyed by index in `commands`.
+    public func prefetch(_ commands: [CitizenCommand], on connection: PostgresConnection) async throws -> [Int: Prefetched] {
+        var taken: [Int] = []
+        var citizens = Set<String>()
+        var keys = Set<String>()
+        for (index, command) in commands.enumerated() {
+            switch command.kind {
+            case .ignored, .deliveryStatus: continue
+            default: break
+            }
+            let citizen = "\(command.channel.rawValue)|\(command.address)"
+            guard !citizens.contains(citizen) else { continue }
+            citizens.insert(citizen)
+            if let key = command.dedupeKey {
+                guard keys.insert("\(command.channel.rawValue)|\(key)").inserted else { continue }
+            }
+            taken.append(index)
+        }
+        guard !taken.isEmpty else { return [:] }
+        let dedupe = taken.filter { commands[$0].dedupeKey != nil }
+        var fresh = Set<String>()
+        if !dedupe.isEmpty {
+            let channels = dedupe.map { commands[$0].channel.rawValue }
+            let ids = dedupe.map { commands[$0].dedupeKey ?? "" }
+            for row in try await connection.query(
+                """
+                INSERT INTO inbound_messages (channel, provider_message_id)
+                SELECT * FROM unnest(\(channels)::text[], \(ids)::text[])
+                ON CONFLICT DO NOTHING
+                RETURNING channel, provider_message_id
+                """
+            ).rows {
+                let (channel, id) = try row.decode(String.self, String.self)
+                fresh.insert("\(channel)|\(id)")
+            }
+        }
+        // Locked in id order, as every batch locks them: two batches cannot wait for each other's rows.
+        var rows: [String: Subscriber] = [:]
+        for row in try await connection.query(
+            """
+            SELECT id, channel, address, language, active, inactive_reason FROM subscribers
+            WHERE (channel, address) IN (
+                SELECT * FROM unnest(\(taken.map { commands[$0].channel.rawValue })::text[],
+                                     \(taken.map { commands[$0].address })::text[]))
+            ORDER BY id FOR UPDATE
+            """
+        ).rows {
+            let (id, channel, address, language, active, reason) = try row.decode(
+                Int64.self, String.self, String.self, String.self, Bool.self, String?.self
+            )
+            guard let channel = Channel(rawValue: channel) else { continue }
+            rows["\(channel.rawValue)|\(address)"] = Subscriber(
+                id: id, channel: channel, address: address, language: Language(rawValue: language) ?? .italian,
+                active: active, inactiveReason: reason
+            )
+        }
+        var out: [Int: Prefetched] = [:]
+        for index in taken {
+            let command = commands[index]
+            out[index] = Prefetched(
+                fresh: command.dedupeKey.map { fresh.contains("\(command.channel.rawValue)|\($0)") },
+                subscriber: rows["\(command.channel.rawValue)|\(command.address)"]
+            )
+        }
+        return out
+    }
+
+    /// Applies `command` on `connection`, inside the caller's transaction; `prefetched` is what
+    /// ``prefetch(_:on:)`` took for it in the same transaction, if anything.
+    public func apply(
+        _ command: CitizenCommand, on connection: PostgresConnection, prefetched: Prefetched? = nil
+    ) async throws -> Outcome {
         var outcome = Outcome(citizen: CitizenKey.of(channel: command.channel, address: command.address))
         switch command.kind {
         case .ignored:
@@ -47,19 +129,27 @@ public struct CommandHandler: Sendable {
             break
         }
         if let key = command.dedupeKey {
-            let inserted = try await connection.query(
-                """
-                INSERT INTO inbound_messages (channel, provider_message_id) VALUES (\(command.channel.rawValue), \(key))
-                ON CONFLICT DO NOTHING
-                """
-            )
-            if inserted.affectedRows == 0 {
+            let fresh: Bool
+            if let known = prefetched?.fresh {
+                fresh = known
+            } else {
+                fresh = try await connection.query(
+                    """
+                    INSERT INTO inbound_messages (channel, provider_message_id) VALUES (\(command.channel.rawValue), \(key))
+                    ON CONFLICT DO NOTHING
+                    """
+                ).affectedRows == 1
+            }
+            if !fresh {
                 outcome.duplicate = true
                 return outcome
             }
         }
         let catalogue = try await topics.all(connection)
-        var subscriber = try await Subscriber.load(channel: command.channel, address: command.address, on: connection)
+        var subscriber: Subscriber? =
+            if let prefetched { prefetched.subscriber } else {
+                try await Subscriber.load(channel: command.channel, address: command.address, on: connection)
+            }
         var language = subscriber?.language ?? command.writtenIn ?? command.reportedLanguage ?? .italian
         if var existing = subscriber, let written = command.writtenIn, written != existing.language,
             command.kind != .setLanguage

@@ -120,6 +120,61 @@ struct CommandHandlerTests {
         await db.close()
     }
 
+    @Test("a batch read ahead in two statements does what its commands do one by one, in order")
+    func batchReadAhead() async throws {
+        let db = try await database("it_registry_batch")
+        func command(_ address: String, _ kind: CitizenCommand.Kind, key: String, language: Language? = nil)
+            -> CitizenCommand
+        {
+            CitizenCommand(channel: .whatsapp, address: address, kind: kind, dedupeKey: key, language: language)
+        }
+        // B subscribed and left; E's message id is already recorded.
+        _ = try await run(command("39300000002", .subscribe, key: "b-1"), db)
+        _ = try await run(command("39300000002", .unsubscribe, key: "b-2"), db)
+        _ = try await run(command("39300000005", .subscribe, key: "e-1"), db)
+
+        let batch = [
+            command("39300000001", .subscribe, key: "a-1"),  // new
+            command("39300000001", .setLanguage, key: "a-2", language: .english),  // must see A created
+            command("39300000002", .subscribe, key: "b-3"),  // comes back
+            command("39300000003", .subscribe, key: "b-3"),  // the same message id again: a retry
+            command("39300000004", .subscribe, key: "e-1"),  // an id recorded before
+            CitizenCommand(channel: .whatsapp, address: "39300000006", kind: .ignored),
+        ]
+        let (taken, outcomes) = try await db.withTransaction { connection in
+            let prefetched = try await handler.prefetch(batch, on: connection)
+            var outcomes: [CommandHandler.Outcome] = []
+            for (index, command) in batch.enumerated() {
+                outcomes.append(try await handler.apply(command, on: connection, prefetched: prefetched[index]))
+            }
+            return (prefetched, outcomes)
+        }
+        // A citizen's first command only, a message id's first command only, nothing for what changes nothing.
+        #expect(Set(taken.keys) == [0, 2, 4])
+        #expect(taken[0]?.fresh == true && taken[0]?.subscriber == nil)
+        #expect(taken[2]?.fresh == true && taken[2]?.subscriber?.active == false)
+        #expect(taken[4]?.fresh == false)
+
+        func text(_ index: Int) throws -> String? {
+            guard let reply = outcomes[index].reply else { return nil }
+            let job = try JSONDecoder().decode(DeliveryJob.self, from: Data(reply.message.body))
+            return job.message(for: job.recipients[0].language)?.text
+        }
+        #expect(try text(0)?.hasPrefix("Iscrizione attivata.") == true)
+        #expect(try text(1) == "Language set: English.")
+        #expect(try text(2)?.hasPrefix("Bentornato") == true)
+        #expect(outcomes.map(\.duplicate) == [false, false, false, true, true, false])
+        #expect(outcomes[3].reply == nil && outcomes[4].reply == nil && outcomes[5].reply == nil)
+        #expect(
+            try await row(.whatsapp, "39300000001", db)
+                == Row(active: true, language: "en", left: false, topics: Self.allTopics)
+        )
+        #expect(try await row(.whatsapp, "39300000002", db)?.active == true)
+        #expect(try await row(.whatsapp, "39300000003", db) == nil)
+        #expect(try await row(.whatsapp, "39300000004", db) == nil)
+        await db.close()
+    }
+
     @Test("Telegram /start with a topic and a Chinese client: only that topic, in Chinese; blocking leaves silently")
     func telegramStart() async throws {
         let db = try await database("it_registry_tg")
