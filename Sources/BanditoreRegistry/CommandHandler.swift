@@ -7,8 +7,8 @@ import Foundation
 import Logging
 import Synchronization
 
-/// Applies citizens' commands to PostgreSQL, in one transaction each, and writes the reply to the outbox in the
-/// same transaction.
+/// Applies citizens' commands to PostgreSQL, a batch to a transaction, and writes their replies to the outbox in
+/// the same transaction.
 ///
 /// A command with a provider message id takes effect once: the id goes into `inbound_messages` first, and a
 /// command whose id is already there (a provider's retry, a redelivery after a crash) changes nothing and is not
@@ -23,6 +23,8 @@ public struct CommandHandler: Sendable {
         public var duplicate = false
         /// The reply, in the outbox: publish it once the transaction has committed.
         public var reply: OutboxMessage?
+        /// The reply before it is written to the outbox (``addReplies(_:on:)``).
+        var pendingReply: Outbox.Entry?
         /// A provider's report kept because its send was not recorded yet: apply it once the transaction has
         /// committed (``DeliveryReports/applyKept(channel:providerMessageIDs:on:)``).
         public var keptReport: (channel: String, providerMessageID: String)?
@@ -34,8 +36,38 @@ public struct CommandHandler: Sendable {
         self.topics = topics
     }
 
+    /// Applies a batch of commands in order, inside the caller's transaction: reads ahead for all of them
+    /// (``prefetch(_:on:)``), applies each, and writes their replies to the outbox in one statement. Returns an
+    /// outcome per command, in order.
+    public func apply(batch commands: [CitizenCommand], on connection: PostgresConnection) async throws -> [Outcome] {
+        let prefetched = try await prefetch(commands, on: connection)
+        var outcomes: [Outcome] = []
+        outcomes.reserveCapacity(commands.count)
+        for (index, command) in commands.enumerated() {
+            outcomes.append(try await apply(command, on: connection, prefetched: prefetched[index]))
+        }
+        try await addReplies(&outcomes, on: connection)
+        return outcomes
+    }
+
+    /// Applies one command, inside the caller's transaction, reply written.
+    public func apply(_ command: CitizenCommand, on connection: PostgresConnection) async throws -> Outcome {
+        try await apply(batch: [command], on: connection)[0]
+    }
+
+    /// Writes the outcomes' pending replies to the outbox, in one statement.
+    func addReplies(_ outcomes: inout [Outcome], on connection: PostgresConnection) async throws {
+        let pending = outcomes.indices.filter { outcomes[$0].pendingReply != nil }
+        guard !pending.isEmpty else { return }
+        let written = try await Outbox.add(pending.map { outcomes[$0].pendingReply! }, on: connection)
+        for (index, message) in zip(pending, written) {
+            outcomes[index].reply = message
+            outcomes[index].pendingReply = nil
+        }
+    }
+
     /// What a batch's first look found for one of its commands (``prefetch(_:on:)``).
-    public struct Prefetched: Sendable {
+    struct Prefetched: Sendable {
         /// Whether its provider message id was new (nil: it has none).
         var fresh: Bool?
         /// Its citizen's row, locked; nil when there is none yet.
@@ -47,7 +79,7 @@ public struct CommandHandler: Sendable {
     /// there) and loads and locks the citizens' rows. Only a citizen's first command in the batch is taken (the
     /// later ones must see what the earlier ones did), and only the first command with a given provider id; the
     /// others are left to `apply`, which reads for itself. Keyed by index in `commands`.
-    public func prefetch(_ commands: [CitizenCommand], on connection: PostgresConnection) async throws -> [Int: Prefetched] {
+    func prefetch(_ commands: [CitizenCommand], on connection: PostgresConnection) async throws -> [Int: Prefetched] {
         var taken: [Int] = []
         var citizens = Set<String>()
         var keys = Set<String>()
@@ -113,11 +145,12 @@ public struct CommandHandler: Sendable {
         return out
     }
 
-    /// Applies `command` on `connection`, inside the caller's transaction; `prefetched` is what
-    /// ``prefetch(_:on:)`` took for it in the same transaction, if anything.
-    public func apply(
-        _ command: CitizenCommand, on connection: PostgresConnection, prefetched: Prefetched? = nil
-    ) async throws -> Outcome {
+    /// Applies `command` on `connection`, inside the caller's transaction, its reply left pending
+    /// (``addReplies(_:on:)``); `prefetched` is what ``prefetch(_:on:)`` took for it in the same transaction, if
+    /// anything.
+    func apply(_ command: CitizenCommand, on connection: PostgresConnection, prefetched: Prefetched?) async throws
+        -> Outcome
+    {
         var outcome = Outcome(citizen: CitizenKey.of(channel: command.channel, address: command.address))
         switch command.kind {
         case .ignored:
@@ -249,9 +282,9 @@ public struct CommandHandler: Sendable {
             recipients: [Recipient(subscriberID: subscriber?.id, address: command.address, language: language)],
             correlationID: command.correlationID
         )
-        outcome.reply = try await Outbox.add(
+        outcome.pendingReply = try Outbox.Entry(
             encoding: job, type: DeliveryJob.messageType, messageID: job.id,
-            exchange: BanditoreTopology.deliveriesExchange, routingKey: command.channel.rawValue, on: connection
+            exchange: BanditoreTopology.deliveriesExchange, routingKey: command.channel.rawValue
         )
         return outcome
     }

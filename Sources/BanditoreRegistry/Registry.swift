@@ -13,9 +13,9 @@ import ServiceLifecycle
 ///
 /// Commands run in `lanes` concurrent lanes; a citizen's commands always take the same lane (by address), so they
 /// apply in the order they were sent. A lane takes every command waiting for it (up to `batch`) and applies them
-/// in one transaction, each command's effect with its reply (an outbox row), after reading ahead for the whole batch
-/// in two statements what each command reads first (its provider message id recorded, its citizen's row locked:
-/// ``CommandHandler/prefetch(_:on:)``); after the commit the replies are
+/// in one transaction, each command's effect with its reply (an outbox row): what each command reads first (its
+/// provider message id recorded, its citizen's row locked) is read ahead for the whole batch in two statements, and
+/// the replies are written in one (``CommandHandler/apply(batch:on:)``); after the commit the replies are
 /// published as delivery jobs of one recipient, all in flight at once, and the commands acknowledged. When a
 /// batch's transaction fails, its commands are applied again one transaction each, so that one bad command holds
 /// up no other. A command that cannot be decoded goes to the dead-letter queue; a database failure puts it back
@@ -159,13 +159,7 @@ public final class Registry: Service, Sendable {
             let commands = decoded.map(\.1)
             do {
                 let outcomes = try await database.withTransaction { connection in
-                    let prefetched = try await handler.prefetch(commands, on: connection)
-                    var outcomes: [CommandHandler.Outcome] = []
-                    outcomes.reserveCapacity(commands.count)
-                    for (index, command) in commands.enumerated() {
-                        outcomes.append(try await handler.apply(command, on: connection, prefetched: prefetched[index]))
-                    }
-                    return outcomes
+                    try await handler.apply(batch: commands, on: connection)
                 }
                 transactions.increment()
                 await afterCommit(outcomes)

@@ -16,24 +16,64 @@ import ServiceLifecycle
 /// Published rows are kept for `retention` (a week by default: what was sent, and when, for an operator looking
 /// into a complaint) and then deleted by the relay, a few thousand at a time.
 public enum Outbox {
+    /// A message to add: its body, encoded, and where it goes.
+    public struct Entry: Sendable {
+        public let body: [UInt8]
+        public let type: String
+        public let messageID: String
+        public let exchange: String
+        public let routingKey: String
+
+        public init(
+            encoding value: some Encodable, type: String, messageID: String, exchange: String, routingKey: String
+        ) throws {
+            body = try MessageBody.encode(value)
+            self.type = type
+            self.messageID = messageID
+            self.exchange = exchange
+            self.routingKey = routingKey
+        }
+    }
+
     /// Adds `value` as a message; returns it ready to publish once the transaction has committed.
     public static func add(
         encoding value: some Encodable, type: String, messageID: String, exchange: String, routingKey: String,
         on connection: PostgresConnection
     ) async throws -> OutboxMessage {
-        let body = try MessageBody.encode(value)
+        let entry = try Entry(encoding: value, type: type, messageID: messageID, exchange: exchange, routingKey: routingKey)
+        return try await add([entry], on: connection)[0]
+    }
+
+    /// Adds messages in one statement; returns them in the order given, ready to publish once the transaction has
+    /// committed. A message id already in the outbox (or twice in `entries`) keeps its first row.
+    public static func add(_ entries: [Entry], on connection: PostgresConnection) async throws -> [OutboxMessage] {
+        guard !entries.isEmpty else { return [] }
+        var seen = Set<String>()
+        let unique = entries.filter { seen.insert($0.messageID).inserted }
         let result = try await connection.query(
             """
             INSERT INTO outbox (exchange, routing_key, message_id, message_type, body)
-            VALUES (\(exchange), \(routingKey), \(messageID), \(type), \(PostgresBytes(body)))
+            SELECT * FROM unnest(\(unique.map(\.exchange))::text[], \(unique.map(\.routingKey))::text[],
+                                 \(unique.map(\.messageID))::text[], \(unique.map(\.type))::text[],
+                                 \(unique.map { PostgresBytes($0.body) })::bytea[])
             ON CONFLICT (message_id) DO UPDATE SET message_id = EXCLUDED.message_id
-            RETURNING id
+            RETURNING id, message_id
             """
         )
-        return OutboxMessage(
-            id: try result.rows[0].decode(Int64.self, at: 0), exchange: exchange, routingKey: routingKey,
-            message: .json(body, type: type, messageID: messageID)
-        )
+        var ids: [String: Int64] = [:]
+        for row in result.rows {
+            let (id, messageID) = try row.decode(Int64.self, String.self)
+            ids[messageID] = id
+        }
+        return try entries.map { entry in
+            guard let id = ids[entry.messageID] else {
+                throw PostgresError(.decoding, message: "the outbox returned no row for message \(entry.messageID)")
+            }
+            return OutboxMessage(
+                id: id, exchange: entry.exchange, routingKey: entry.routingKey,
+                message: .json(entry.body, type: entry.type, messageID: entry.messageID)
+            )
+        }
     }
 }
 

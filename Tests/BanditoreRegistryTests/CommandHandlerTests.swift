@@ -120,7 +120,7 @@ struct CommandHandlerTests {
         await db.close()
     }
 
-    @Test("a batch read ahead in two statements does what its commands do one by one, in order")
+    @Test("a batch read ahead in two statements, replies written in one, does what its commands do one by one")
     func batchReadAhead() async throws {
         let db = try await database("it_registry_batch")
         func command(_ address: String, _ kind: CitizenCommand.Kind, key: String, language: Language? = nil)
@@ -147,6 +147,7 @@ struct CommandHandlerTests {
             for (index, command) in batch.enumerated() {
                 outcomes.append(try await handler.apply(command, on: connection, prefetched: prefetched[index]))
             }
+            try await handler.addReplies(&outcomes, on: connection)
             return (prefetched, outcomes)
         }
         // A citizen's first command only, a message id's first command only, nothing for what changes nothing.

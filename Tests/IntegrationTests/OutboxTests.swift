@@ -105,4 +105,39 @@ struct OutboxTests {
         await amqp.close()
         await database.close()
     }
+
+    @Test("messages added in one statement come back in order, each body intact; an id already there keeps its row")
+    func addMany() async throws {
+        let servers = try await IsolatedServers.make("it_outbox_many")
+        let logger = Logger(label: "test.outbox")
+        let database = try await servers.migratedDatabase(logger: logger)
+        let before = try await database.withTransaction { connection in
+            try await Outbox.add(
+                encoding: Payload(round: 0, index: 0), type: "test.payload", messageID: "many-b", exchange: "x",
+                routingKey: "k", on: connection
+            )
+        }
+        func entry(_ index: Int, _ id: String) throws -> Outbox.Entry {
+            try Outbox.Entry(
+                encoding: Payload(round: 1, index: index), type: "test.payload", messageID: id, exchange: "ex\\\"{}",
+                routingKey: "key \(index)"
+            )
+        }
+        let entries = try [entry(1, "many-a"), entry(2, "many-b"), entry(3, "many-c"), entry(4, "many-a")]
+        let rows = try await database.withTransaction { try await Outbox.add(entries, on: $0) }
+        #expect(rows.map(\.message.properties.messageID) == ["many-a", "many-b", "many-c", "many-a"])
+        #expect(rows[1].id == before.id)
+        #expect(rows[0].id == rows[3].id)
+        #expect(Set(rows.map(\.id)).count == 3)
+        let stored = try await database.query(
+            "SELECT message_id, exchange, routing_key, body FROM outbox ORDER BY id"
+        ).rows.map { try $0.decode(String.self, String.self, String.self, PostgresBytes.self) }
+        #expect(stored.map(\.0) == ["many-b", "many-a", "many-c"])
+        #expect(stored[1].1 == "ex\\\"{}" && stored[1].2 == "key 1")
+        // The row already there kept its first body; the new ones hold what was encoded.
+        #expect(try JSONDecoder().decode(Payload.self, from: Data(stored[0].3.bytes)).round == 0)
+        #expect(try JSONDecoder().decode(Payload.self, from: Data(stored[1].3.bytes)).index == 1)
+        #expect(stored[2].3.bytes == rows[2].message.body)
+        await database.close()
+    }
 }
