@@ -69,7 +69,7 @@ public enum DeadLetters {
                 job.attempt = 0
                 job.lastError = nil
                 try await connection.publishConfirmed(
-                    Dispatcher.message(job, type: DeliveryJob.messageType, priority: job.urgent ? 9 : 0),
+                    try .json(encoding: job, type: DeliveryJob.messageType, messageID: job.id, priority: job.urgent ? 9 : 0),
                     exchange: BanditoreTopology.deliveriesExchange, routingKey: channel.rawValue
                 )
                 delivery.ack()

@@ -432,7 +432,7 @@ public final class Dispatcher: Service, Sendable {
             case .unreachable(let event):
                 metrics.unreachable.increment()
                 try await amqp.publishConfirmed(
-                    Self.message(event, type: RecipientUnreachable.routingKey, priority: nil),
+                    try .json(encoding: event, type: RecipientUnreachable.routingKey, messageID: UUID().uuidString.lowercased()),
                     exchange: BanditoreTopology.eventsExchange, routingKey: RecipientUnreachable.routingKey
                 )
             }
@@ -444,7 +444,7 @@ public final class Dispatcher: Service, Sendable {
             letter.recipients = dead
             letter.lastError = deadReason
             try await amqp.publishConfirmed(
-                Self.message(letter, type: DeliveryJob.messageType, priority: nil),
+                try .json(encoding: letter, type: DeliveryJob.messageType, messageID: letter.id),
                 exchange: BanditoreTopology.deadExchange, routingKey: queue
             )
             metrics.deadLettered.increment(by: dead.count)
@@ -467,7 +467,9 @@ public final class Dispatcher: Service, Sendable {
             retry.recipients = batch.recipients
             retry.lastError = batch.reason
             let delay = Int(Double(RetryPolicy.delayMilliseconds(step: step)) * configuration.retryBackoffScale)
-            var message = Self.message(retry, type: DeliveryJob.messageType, priority: retry.urgent ? 9 : 0)
+            var message = try AMQPMessage.json(
+                encoding: retry, type: DeliveryJob.messageType, messageID: retry.id, priority: retry.urgent ? 9 : 0
+            )
             message.properties.expiration = String(RetryPolicy.jittered(delay, atLeast: batch.hint))
             try await amqp.publishConfirmed(
                 message, exchange: BanditoreTopology.retryExchange, routingKey: "\(job.channel.rawValue).\(step)"
@@ -482,14 +484,8 @@ public final class Dispatcher: Service, Sendable {
 
     private func publish(_ job: DeliveryJob, exchange: String, routingKey: String) async throws {
         try await amqp.publishConfirmed(
-            Self.message(job, type: DeliveryJob.messageType, priority: job.urgent ? 9 : 0),
+            try .json(encoding: job, type: DeliveryJob.messageType, messageID: job.id, priority: job.urgent ? 9 : 0),
             exchange: exchange, routingKey: routingKey
         )
-    }
-
-    static func message(_ value: some Encodable, type: String, priority: UInt8?) -> AMQPMessage {
-        let body = (try? MessageBody.encode(value)) ?? []
-        let id = (value as? DeliveryJob)?.id ?? UUID().uuidString.lowercased()
-        return .json(body, type: type, messageID: id, priority: priority)
     }
 }
