@@ -105,7 +105,7 @@ public struct CommandHandler: Sendable {
             for row in try await connection.query(
                 """
                 INSERT INTO inbound_messages (channel, provider_message_id)
-                SELECT * FROM unnest(\(channels)::text[], \(ids)::text[])
+                SELECT * FROM unnest(\(channels)::text[], \(ids)::text[]) ORDER BY 1, 2
                 ON CONFLICT DO NOTHING
                 RETURNING channel, provider_message_id
                 """
@@ -114,7 +114,8 @@ public struct CommandHandler: Sendable {
                 fresh.insert("\(channel)|\(id)")
             }
         }
-        // Locked in id order, as every batch locks them: two batches cannot wait for each other's rows.
+        // Ids and rows taken in one order (key order, id order) by every batch, so that two batches (of two
+        // replicas) that share some do not each wait for the other's.
         var rows: [String: Subscriber] = [:]
         for row in try await connection.query(
             """
