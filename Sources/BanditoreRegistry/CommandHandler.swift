@@ -80,6 +80,7 @@ public struct CommandHandler: Sendable {
     /// later ones must see what the earlier ones did), and only the first command with a given provider id; the
     /// others are left to `apply`, which reads for itself. Keyed by index in `commands`.
     func prefetch(_ commands: [CitizenCommand], on connection: PostgresConnection) async throws -> [Int: Prefetched] {
+        func messageKey(_ channel: String, _ id: String) -> String { "\(channel)|\(id)" }
         var taken: [Int] = []
         var citizens = Set<String>()
         var keys = Set<String>()
@@ -88,15 +89,15 @@ public struct CommandHandler: Sendable {
             case .ignored, .deliveryStatus: continue
             default: break
             }
-            let citizen = "\(command.channel.rawValue)|\(command.address)"
-            guard !citizens.contains(citizen) else { continue }
-            citizens.insert(citizen)
+            guard citizens.insert(Subscriber.key(command.channel, command.address)).inserted else { continue }
             if let key = command.dedupeKey {
-                guard keys.insert("\(command.channel.rawValue)|\(key)").inserted else { continue }
+                guard keys.insert(messageKey(command.channel.rawValue, key)).inserted else { continue }
             }
             taken.append(index)
         }
         guard !taken.isEmpty else { return [:] }
+        // Ids in key order, rows in id order, by every batch: two batches (of two replicas) that share some do
+        // not each wait for the other's.
         let dedupe = taken.filter { commands[$0].dedupeKey != nil }
         var fresh = Set<String>()
         if !dedupe.isEmpty {
@@ -111,36 +112,18 @@ public struct CommandHandler: Sendable {
                 """
             ).rows {
                 let (channel, id) = try row.decode(String.self, String.self)
-                fresh.insert("\(channel)|\(id)")
+                fresh.insert(messageKey(channel, id))
             }
         }
-        // Ids and rows taken in one order (key order, id order) by every batch, so that two batches (of two
-        // replicas) that share some do not each wait for the other's.
-        var rows: [String: Subscriber] = [:]
-        for row in try await connection.query(
-            """
-            SELECT id, channel, address, language, active, inactive_reason FROM subscribers
-            WHERE (channel, address) IN (
-                SELECT * FROM unnest(\(taken.map { commands[$0].channel.rawValue })::text[],
-                                     \(taken.map { commands[$0].address })::text[]))
-            ORDER BY id FOR UPDATE
-            """
-        ).rows {
-            let (id, channel, address, language, active, reason) = try row.decode(
-                Int64.self, String.self, String.self, String.self, Bool.self, String?.self
-            )
-            guard let channel = Channel(rawValue: channel) else { continue }
-            rows["\(channel.rawValue)|\(address)"] = Subscriber(
-                id: id, channel: channel, address: address, language: Language(rawValue: language) ?? .italian,
-                active: active, inactiveReason: reason
-            )
-        }
+        let rows = try await Subscriber.load(
+            taken.map { (commands[$0].channel, commands[$0].address) }, on: connection
+        )
         var out: [Int: Prefetched] = [:]
         for index in taken {
             let command = commands[index]
             out[index] = Prefetched(
-                fresh: command.dedupeKey.map { fresh.contains("\(command.channel.rawValue)|\($0)") },
-                subscriber: rows["\(command.channel.rawValue)|\(command.address)"]
+                fresh: command.dedupeKey.map { fresh.contains(messageKey(command.channel.rawValue, $0)) },
+                subscriber: rows[Subscriber.key(command.channel, command.address)]
             )
         }
         return out
@@ -341,19 +324,38 @@ struct Subscriber: Sendable {
     var inactiveReason: String?
 
     static func load(channel: Channel, address: String, on connection: PostgresConnection) async throws -> Subscriber? {
-        guard
-            let row = try await connection.query(
-                """
-                SELECT id, language, active, inactive_reason FROM subscribers
-                WHERE channel = \(channel.rawValue) AND address = \(address) FOR UPDATE
-                """
-            ).first
-        else { return nil }
-        let (id, language, active, reason) = try row.decode(Int64.self, String.self, Bool.self, String?.self)
-        return Subscriber(
-            id: id, channel: channel, address: address, language: Language(rawValue: language) ?? .italian,
-            active: active, inactiveReason: reason
-        )
+        try await load([(channel, address)], on: connection)[key(channel, address)]
+    }
+
+    /// The rows of these citizens, locked in id order (as every caller locks them, so that two transactions that
+    /// share some do not each wait for the other's), keyed by ``key(_:_:)``; a citizen without a row is absent.
+    static func load(_ citizens: [(channel: Channel, address: String)], on connection: PostgresConnection)
+        async throws -> [String: Subscriber]
+    {
+        var rows: [String: Subscriber] = [:]
+        for row in try await connection.query(
+            """
+            SELECT id, channel, address, language, active, inactive_reason FROM subscribers
+            WHERE (channel, address) IN (
+                SELECT * FROM unnest(\(citizens.map(\.channel.rawValue))::text[], \(citizens.map(\.address))::text[]))
+            ORDER BY id FOR UPDATE
+            """
+        ).rows {
+            let (id, channel, address, language, active, reason) = try row.decode(
+                Int64.self, String.self, String.self, String.self, Bool.self, String?.self
+            )
+            guard let channel = Channel(rawValue: channel) else { continue }
+            rows[key(channel, address)] = Subscriber(
+                id: id, channel: channel, address: address, language: Language(rawValue: language) ?? .italian,
+                active: active, inactiveReason: reason
+            )
+        }
+        return rows
+    }
+
+    /// A citizen's key in what ``load(_:on:)`` returns.
+    static func key(_ channel: Channel, _ address: String) -> String {
+        "\(channel.rawValue)|\(address)"
     }
 
     static func create(
