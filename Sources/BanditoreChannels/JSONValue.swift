@@ -1,6 +1,6 @@
-/// A parsed JSON document. Provider requests and answers are small and read once, so the simulator and the
-/// dispatchers parse them with this instead of `JSONDecoder` or `JSONSerialization`, which cost more than the rest
-/// of a request together.
+/// A parsed JSON document. Provider requests, answers and webhooks are small and read once, so the simulator, the
+/// dispatchers and ingest parse them with this instead of `JSONDecoder` or `JSONSerialization`, which cost more
+/// than the rest of a request together.
 public enum JSONValue: Sendable {
     case null
     case bool(Bool)

@@ -96,29 +96,28 @@ public enum Telegram {
 
     /// Reads one Update.
     public static func decodeUpdate(_ body: [UInt8]) throws -> Update {
-        guard let root = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
+        guard let root = JSONValue.parse(body), root.isObject else {
             throw WebhookDecodingError("not a JSON object")
         }
-        guard let updateID = (root["update_id"] as? NSNumber)?.int64Value else {
+        guard let updateID = root["update_id"]?.int64 else {
             throw WebhookDecodingError("no update_id")
         }
-        if let member = root["my_chat_member"] as? [String: Any] {
-            guard let chat = (member["chat"] as? [String: Any])?["id"] as? NSNumber,
-                let status = (member["new_chat_member"] as? [String: Any])?["status"] as? String
+        if let member = root["my_chat_member"], member.isObject {
+            guard let chat = member["chat"]?["id"]?.int64,
+                let status = member["new_chat_member"]?["status"]?.string
             else { throw WebhookDecodingError("my_chat_member without chat or new_chat_member") }
-            return .membership(updateID: updateID, chatID: chat.int64Value, status: status)
+            return .membership(updateID: updateID, chatID: chat, status: status)
         }
-        if let message = root["message"] as? [String: Any] {
-            guard let chat = (message["chat"] as? [String: Any])?["id"] as? NSNumber,
-                let messageID = (message["message_id"] as? NSNumber)?.int64Value
+        if let message = root["message"], message.isObject {
+            guard let chat = message["chat"]?["id"]?.int64,
+                let messageID = message["message_id"]?.int64
             else { throw WebhookDecodingError("message without chat or message_id") }
-            let from = message["from"] as? [String: Any]
-            guard let text = message["text"] as? String else { return .other(updateID: updateID) }
+            let from = message["from"]
+            guard let text = message["text"]?.string else { return .other(updateID: updateID) }
             var command: String?
             var argument: String?
-            let entities = (message["entities"] as? [[String: Any]]) ?? []
-            if let first = entities.first, first["type"] as? String == "bot_command", first["offset"] as? Int == 0,
-                let length = first["length"] as? Int
+            if let first = message["entities"]?.array?.first, first["type"]?.string == "bot_command",
+                first["offset"]?.int == 0, let length = first["length"]?.int, length >= 0
             {
                 let utf16 = Array(text.utf16)
                 let end = min(length, utf16.count)
@@ -129,9 +128,8 @@ public enum Telegram {
                 argument = rest.isEmpty ? nil : rest
             }
             return .message(
-                updateID: updateID, chatID: chat.int64Value,
-                userID: (from?["id"] as? NSNumber)?.int64Value ?? chat.int64Value,
-                languageCode: from?["language_code"] as? String, text: text, command: command, argument: argument,
+                updateID: updateID, chatID: chat, userID: from?["id"]?.int64 ?? chat,
+                languageCode: from?["language_code"]?.string, text: text, command: command, argument: argument,
                 messageID: messageID
             )
         }

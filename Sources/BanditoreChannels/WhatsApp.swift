@@ -172,40 +172,38 @@ public enum WhatsApp {
 
     /// Reads a webhook body (`object: whatsapp_business_account`).
     public static func decodeWebhook(_ body: [UInt8]) throws -> [Event] {
-        guard let root = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
+        guard let root = JSONValue.parse(body), root.isObject else {
             throw WebhookDecodingError("not a JSON object")
         }
-        guard root["object"] as? String == "whatsapp_business_account" else {
+        guard root["object"]?.string == "whatsapp_business_account" else {
             throw WebhookDecodingError("object is not whatsapp_business_account")
         }
-        guard let entries = root["entry"] as? [[String: Any]] else { throw WebhookDecodingError("no entry array") }
+        guard let entries = root["entry"]?.array else { throw WebhookDecodingError("no entry array") }
         var events: [Event] = []
         for entry in entries {
-            for change in (entry["changes"] as? [[String: Any]]) ?? [] {
-                guard let value = change["value"] as? [String: Any] else { continue }
-                let contacts = (value["contacts"] as? [[String: Any]]) ?? []
+            for change in entry["changes"]?.array ?? [] {
+                guard let value = change["value"], value.isObject else { continue }
+                let contacts = value["contacts"]?.array ?? []
                 func name(of waID: String) -> String? {
-                    let contact = contacts.first { $0["wa_id"] as? String == waID }
-                    return (contact?["profile"] as? [String: Any])?["name"] as? String
+                    contacts.first { $0["wa_id"]?.string == waID }?["profile"]?["name"]?.string
                 }
-                for message in (value["messages"] as? [[String: Any]]) ?? [] {
-                    guard let from = message["from"] as? String, let id = message["id"] as? String,
-                        let type = message["type"] as? String
+                for message in value["messages"]?.array ?? [] {
+                    guard let from = message["from"]?.string, let id = message["id"]?.string,
+                        let type = message["type"]?.string
                     else { throw WebhookDecodingError("message without from, id or type") }
-                    let text = (message["text"] as? [String: Any])?["body"] as? String
                     events.append(.message(InboundMessage(
-                        from: from, id: id, timestamp: date(message["timestamp"]), type: type, text: text,
-                        profileName: name(of: from)
+                        from: from, id: id, timestamp: date(message["timestamp"]), type: type,
+                        text: message["text"]?["body"]?.string, profileName: name(of: from)
                     )))
                 }
-                for status in (value["statuses"] as? [[String: Any]]) ?? [] {
-                    guard let id = status["id"] as? String, let state = status["status"] as? String,
-                        let recipient = status["recipient_id"] as? String
+                for status in value["statuses"]?.array ?? [] {
+                    guard let id = status["id"]?.string, let state = status["status"]?.string,
+                        let recipient = status["recipient_id"]?.string
                     else { throw WebhookDecodingError("status without id, status or recipient_id") }
-                    let error = (status["errors"] as? [[String: Any]])?.first
+                    let error = status["errors"]?.array?.first
                     events.append(.status(StatusUpdate(
                         messageID: id, status: state, recipient: recipient, timestamp: date(status["timestamp"]),
-                        errorCode: error?["code"] as? Int, errorTitle: error?["title"] as? String
+                        errorCode: error?["code"]?.int, errorTitle: error?["title"]?.string
                     )))
                 }
             }
@@ -213,7 +211,8 @@ public enum WhatsApp {
         return events
     }
 
-    private static func date(_ value: Any?) -> Date {
-        Date(timeIntervalSince1970: (value as? String).flatMap(Double.init) ?? 0)
+    /// WhatsApp's timestamps are strings of Unix seconds.
+    private static func date(_ value: JSONValue?) -> Date {
+        Date(timeIntervalSince1970: value?.string.flatMap(Double.init) ?? 0)
     }
 }

@@ -102,7 +102,11 @@ public enum CommandParser {
 
     /// Lower case, no accents, full-width forms folded, single spaces, no trailing punctuation.
     public static func normalise(_ text: String) -> String {
-        let folded = text.folding(options: [.caseInsensitive, .diacriticInsensitive, .widthInsensitive], locale: nil)
+        // Most commands are plain ASCII, where folding is lower-casing: Foundation's folding (through ICU) cost
+        // more than the rest of a webhook's decoding.
+        let folded =
+            asciiLowercased(text)
+            ?? text.folding(options: [.caseInsensitive, .diacriticInsensitive, .widthInsensitive], locale: nil)
             .lowercased()
         let words = folded.split(whereSeparator: { $0.isWhitespace })
         var joined = words.joined(separator: " ")
@@ -113,6 +117,17 @@ public enum CommandParser {
     /// A topic as citizens may write it: `Protezione Civile`, `protezione-civile`, `protezione_civile`.
     public static func normaliseTopic(_ text: String) -> String {
         normalise(text).replacingOccurrences(of: "_", with: " ").replacingOccurrences(of: "-", with: " ")
+    }
+
+    /// `text` lower-cased when it is all ASCII, else nil.
+    static func asciiLowercased(_ text: String) -> String? {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(text.utf8.count)
+        for byte in text.utf8 {
+            guard byte < 0x80 else { return nil }
+            bytes.append(byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte + 32 : byte)
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     static func containsHan(_ text: some StringProtocol) -> Bool {

@@ -32,10 +32,11 @@ extension AMQPMessage {
 }
 
 /// The JSON body of one of our messages: delivery jobs (hundreds of recipients each, millions for a big bulletin)
-/// with their own writer, anything else with `JSONEncoder`.
+/// and citizens' commands (one per webhook) with their own writers, anything else with `JSONEncoder`.
 public enum MessageBody {
     public static func encode(_ value: some Encodable) throws -> [UInt8] {
         if let job = value as? DeliveryJob { return job.json() }
+        if let command = value as? CitizenCommand { return command.json() }
         return Array(try JSONEncoder().encode(value))
     }
 }

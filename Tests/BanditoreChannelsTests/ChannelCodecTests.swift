@@ -155,6 +155,21 @@ struct TelegramCodecTests {
         #expect(try Telegram.decodeUpdate(bytes(kicked)) == .membership(updateID: 900_000_002, chatID: 123_456_789, status: "kicked"))
         #expect(throws: WebhookDecodingError.self) { try Telegram.decodeUpdate(bytes(#"{"message":{}}"#)) }
         #expect(throws: WebhookDecodingError.self) { try Telegram.decodeUpdate(bytes("[1,2")) }
+        #expect(throws: WebhookDecodingError.self) { try Telegram.decodeUpdate(bytes(#"{"update_id":"5"}"#)) }
+        #expect(throws: WebhookDecodingError.self) { try Telegram.decodeUpdate(bytes(#"{"update_id":5}x"#)) }
+        // Entity offsets count UTF-16 units; escapes are decoded; a length out of range reads no command.
+        let emoji = #"{"update_id":6,"message":{"message_id":2,"chat":{"id":-100,"type":"group"},"date":1,"text":"/segui\u00e8 \ud83c\udfeb scuola","entities":[{"offset":0,"length":7,"type":"bot_command"}]}}"#
+        guard case .message(_, let c3, let user, _, let text, let command3, let argument3, _) = try Telegram.decodeUpdate(bytes(emoji)) else {
+            Issue.record("not a message"); return
+        }
+        #expect(c3 == -100 && user == -100 && text == "/seguiè 🏫 scuola" && command3 == "/seguiè" && argument3 == "🏫 scuola")
+        for length in ["-1", "99"] {
+            let odd = #"{"update_id":7,"message":{"message_id":3,"chat":{"id":1},"text":"/stop","entities":[{"offset":0,"length":\#(length),"type":"bot_command"}]}}"#
+            guard case .message(_, _, _, _, _, let command, let argument, _) = try Telegram.decodeUpdate(bytes(odd)) else {
+                Issue.record("not a message"); return
+            }
+            #expect(command == (length == "99" ? "/stop" : nil) && argument == nil)
+        }
         #expect(Telegram.verifySecret(header: "s3cret_-A", secret: "s3cret_-A"))
         #expect(!Telegram.verifySecret(header: nil, secret: "s3cret_-A"))
         #expect(!Telegram.verifySecret(header: "s3cret_-B", secret: "s3cret_-A"))

@@ -1,8 +1,8 @@
 import BanditoreChannels
-import BanditoreCore
 import Foundation
 import Testing
 
+@testable import BanditoreCore
 @testable import BanditoreIngest
 
 @Suite("Citizens' commands")
@@ -53,6 +53,21 @@ struct CommandParsingTests {
         let parsed = CommandParser.parse(text)
         #expect(parsed.kind == .setLanguage)
         #expect(parsed.language == language)
+    }
+
+    @Test("ASCII text takes a short cut that folds it exactly as Foundation's case, accent and width folding does")
+    func asciiFolding() {
+        let every = String(decoding: (1..<0x80).map { UInt8($0) }, as: UTF8.self)
+        let samples = [every, "ATTIVA ISCRIZIONE", "  Segui   Protezione-Civile! ", "/stop@ComuneBot", "^`~'\"", ""]
+        for text in samples {
+            let slow = text.folding(options: [.caseInsensitive, .diacriticInsensitive, .widthInsensitive], locale: nil)
+                .lowercased()
+            #expect(CommandParser.asciiLowercased(text) == slow, "\(text.debugDescription)")
+        }
+        for text in ["disattivà", "ＡＴＴＩＶＡ", "订阅", "caf\u{E9}"] {
+            #expect(CommandParser.asciiLowercased(text) == nil, "\(text)")
+        }
+        #expect(CommandParser.normalise("ＡＴＴＩＶＡ  Iscrizióne!") == "attiva iscrizione")
     }
 
     @Test("a command written in Chinese reports Chinese; Latin text reports nothing")
