@@ -171,22 +171,34 @@ public struct Webhooks: Sendable {
         guard !commands.isEmpty else { return answer }
         guard amqp.isConnected else { return brokerAway(AMQPError(.notConnected)) }
         do {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for command in commands {
-                    let message = try Self.message(command)
-                    let amqp = self.amqp
-                    group.addTask {
-                        try await amqp.publishConfirmed(
-                            message, exchange: BanditoreTopology.commandsExchange, routingKey: command.routingKey
-                        )
-                    }
-                }
-                try await group.waitForAll()
+            if commands.count == 1, let command = commands.first {
+                // The common case, without a child task.
+                try await amqp.publishConfirmed(
+                    Self.message(command), exchange: BanditoreTopology.commandsExchange, routingKey: command.routingKey
+                )
+            } else {
+                try await publishAll(commands)
             }
             IngestMetrics.commands.increment(by: commands.count)
             return answer
         } catch {
             return brokerAway(error)
+        }
+    }
+
+    /// The commands published at once, each confirmed.
+    private func publishAll(_ commands: [CitizenCommand]) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for command in commands {
+                let message = try Self.message(command)
+                let amqp = self.amqp
+                group.addTask {
+                    try await amqp.publishConfirmed(
+                        message, exchange: BanditoreTopology.commandsExchange, routingKey: command.routingKey
+                    )
+                }
+            }
+            try await group.waitForAll()
         }
     }
 
