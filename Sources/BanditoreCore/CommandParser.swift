@@ -85,7 +85,7 @@ public enum CommandParser {
             // Latin words need a space after them; Chinese ones may run into their argument.
             let isHan = containsHan(prefix)
             if !isHan && !rest.hasPrefix(" ") { continue }
-            let argument = rest.trimmingCharacters(in: .whitespaces)
+            let argument = String(rest.drop(while: { $0 == " " }))
             if argument.isEmpty { continue }
             switch kind {
             case .setLanguage:
@@ -110,8 +110,9 @@ public enum CommandParser {
             .lowercased()
         let words = folded.split(whereSeparator: { $0.isWhitespace })
         var joined = words.joined(separator: " ")
-        while let last = joined.last, ".!。！,，;；:：".contains(last) { joined.removeLast() }
-        return joined.trimmingCharacters(in: .whitespaces)
+        // Words are single-spaced already; what punctuation leaves at the end goes with it (`attiva !`).
+        while let last = joined.last, last == " " || ".!。！,，;；:：".contains(last) { joined.removeLast() }
+        return joined
     }
 
     /// A topic as citizens may write it: `Protezione Civile`, `protezione-civile`, `protezione_civile`.

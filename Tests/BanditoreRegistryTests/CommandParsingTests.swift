@@ -13,6 +13,8 @@ struct CommandParsingTests {
             ("ATTIVA ISCRIZIONE", CitizenCommand.Kind.subscribe, nil as String?),
             ("attiva  iscrizione", .subscribe, nil),
             ("  Attiva   Iscrizione! ", .subscribe, nil),
+            ("attiva iscrizione ! .", .subscribe, nil),
+            ("\tSegui\n scuola !", .follow, "scuola"),
             ("DISATTIVA ISCRIZIONE", .unsubscribe, nil),
             ("Disattiva Iscrizione", .unsubscribe, nil),
             ("disattivà iscrizióne.", .unsubscribe, nil),
