@@ -238,6 +238,7 @@ let package = Package(
             dependencies: [
                 "BanditoreAMQP",
                 "BanditoreCore",
+                "BanditoreDispatch",
                 "BanditorePostgres",
                 "BanditoreTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -104,7 +104,7 @@ public enum DeadLetters {
     private static func letter(_ delivery: AMQPDelivery) -> Letter {
         Letter(
             messageID: delivery.properties.messageID,
-            job: try? JSONDecoder().decode(DeliveryJob.self, from: Data(delivery.body)),
+            job: try? DeliveryJob(json: delivery.body),
             bodyBytes: delivery.body.count
         )
     }

@@ -154,7 +154,7 @@ public final class Dispatcher: Service, Sendable {
     private func handle(_ delivery: AMQPDelivery) async {
         let settlement = Settlement(what: "job", logger: logger, poison: metrics.poison)
         let channel = configuration.channel
-        let decoded = settlement.decode(DeliveryJob.self, from: delivery) { job in
+        let decoded = settlement.decode(from: delivery, reading: DeliveryJob.init(json:)) { job in
             guard job.channel == channel else {
                 throw DispatchError(.configuration, detail: "job for \(job.channel.rawValue)")
             }

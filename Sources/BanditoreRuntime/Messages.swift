@@ -65,8 +65,16 @@ public struct Settlement: Sendable {
     public func decode<T: Decodable>(
         _ type: T.Type, from delivery: AMQPDelivery, check: (T) throws -> Void = { _ in }
     ) -> T? {
+        decode(from: delivery, reading: { try JSONDecoder().decode(T.self, from: Data($0)) }, check: check)
+    }
+
+    /// The body of `delivery` as `read` reads it, if it passes `check`; else rejects it to the dead-letter queue
+    /// and returns nil.
+    public func decode<T>(
+        from delivery: AMQPDelivery, reading read: ([UInt8]) throws -> T, check: (T) throws -> Void = { _ in }
+    ) -> T? {
         do {
-            let value = try JSONDecoder().decode(T.self, from: Data(delivery.body))
+            let value = try read(delivery.body)
             try check(value)
             return value
         } catch {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import BanditoreAMQP
 import BanditoreCore
+import BanditoreDispatch
 import BanditorePostgres
 import BanditoreTesting
 import Foundation
@@ -16,7 +17,9 @@ struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "banditore-bench",
         abstract: "Throughput of Banditore's AMQP and PostgreSQL modules.",
-        subcommands: [Publish.self, Consume.self, DeleteQueues.self, Copy.self, Stream.self, Dispatch.self]
+        subcommands: [
+            Publish.self, Consume.self, DeleteQueues.self, Copy.self, Stream.self, Dispatch.self, Codecs.self,
+        ]
     )
 }
 
@@ -225,5 +228,48 @@ struct Dispatch: AsyncParsableCommand {
                      Double(recipients * selected.count) / total))
         await amqp.close()
         await database.close()
+    }
+}
+
+struct Codecs: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "CPU time per delivery job read (500 recipients) and per citizen's command written, Foundation's codecs against ours."
+    )
+    @Option var rounds = 2_000
+
+    func run() throws {
+        let job = DeliveryJob(
+            bulletinID: UUID(), channel: .telegram,
+            messages: [
+                .italian: .text("Farmacie di turno: Farmacia Centrale, via Roma 1, aperta fino alle 22."),
+                .chinese: .text("值班药房：中央药房，罗马路1号，营业至22点。"),
+                .english: .text("Pharmacies on duty: Central Pharmacy, via Roma 1, open until 10 pm."),
+            ],
+            recipients: (0..<500).map {
+                Recipient(
+                    deliveryID: 10_000_000 + Int64($0), subscriberID: Int64($0), address: String(700_000_000 + $0),
+                    language: Language.allCases[$0 % 3]
+                )
+            },
+            correlationID: UUID().uuidString
+        )
+        let body = job.json()
+        let command = CitizenCommand(
+            channel: .telegram, address: "123456789", kind: .subscribe, dedupeKey: "telegram:900000001",
+            reportedLanguage: .italian, text: "ATTIVA ISCRIZIONE"
+        )
+        var sink = 0
+        func measure(_ name: String, _ work: () throws -> Int) rethrows {
+            for _ in 0..<rounds / 10 { sink &+= try work() }  // warm up
+            let start = ContinuousClock.now
+            for _ in 0..<rounds { sink &+= try work() }
+            let micros = (ContinuousClock.now - start).inSeconds * 1e6 / Double(rounds)
+            print(name.padding(toLength: 46, withPad: " ", startingAt: 0) + String(format: "%9.2f µs", micros))
+        }
+        try measure("job read, JSONDecoder") { try JSONDecoder().decode(DeliveryJob.self, from: Data(body)).recipients.count }
+        try measure("job read, DeliveryJob(json:)") { try DeliveryJob(json: body).recipients.count }
+        try measure("command written, JSONEncoder") { try JSONEncoder().encode(command).count }
+        measure("command written, CitizenCommand.json()") { command.json().count }
+        if sink == 42 { print("") }
     }
 }
