@@ -238,7 +238,6 @@ let package = Package(
             dependencies: [
                 "BanditoreAMQP",
                 "BanditoreCore",
-                "BanditoreDispatch",
                 "BanditorePostgres",
                 "BanditoreTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),

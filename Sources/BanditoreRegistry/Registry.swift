@@ -152,7 +152,7 @@ public final class Registry: Service, Sendable {
     /// Applies the commands a lane took, in one transaction; one by one when that fails.
     func handleCommands(_ deliveries: [AMQPDelivery]) async {
         let decoded = deliveries.compactMap { delivery in
-            settlement.decode(CitizenCommand.self, from: delivery).map { (delivery, $0) }
+            settlement.decode(from: delivery, reading: CitizenCommand.init(json:)).map { (delivery, $0) }
         }
         if decoded.count > 1 {
             let handler = self.handler

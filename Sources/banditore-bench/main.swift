@@ -1,7 +1,6 @@
 import ArgumentParser
 import BanditoreAMQP
 import BanditoreCore
-import BanditoreDispatch
 import BanditorePostgres
 import BanditoreTesting
 import Foundation
@@ -233,7 +232,7 @@ struct Dispatch: AsyncParsableCommand {
 
 struct Codecs: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "CPU time per delivery job read (500 recipients) and per citizen's command written, Foundation's codecs against ours."
+        abstract: "CPU time per delivery job read (500 recipients) and per citizen's command written and read, Foundation's codecs against ours."
     )
     @Option var rounds = 2_000
 
@@ -270,6 +269,9 @@ struct Codecs: ParsableCommand {
         try measure("job read, DeliveryJob(json:)") { try DeliveryJob(json: body).recipients.count }
         try measure("command written, JSONEncoder") { try JSONEncoder().encode(command).count }
         measure("command written, CitizenCommand.json()") { command.json().count }
+        let written = command.json()
+        try measure("command read, JSONDecoder") { try JSONDecoder().decode(CitizenCommand.self, from: Data(written)).text?.count ?? 0 }
+        try measure("command read, CitizenCommand(json:)") { try CitizenCommand(json: written).text?.count ?? 0 }
         if sink == 42 { print("") }
     }
 }

@@ -2,7 +2,7 @@ import BanditoreCore
 import Foundation
 import Testing
 
-@Suite("Citizens' commands written as JSON by hand")
+@Suite("Citizens' commands written and read as JSON by hand")
 struct CitizenCommandJSONTests {
     static let commands: [CitizenCommand] = [
         CitizenCommand(channel: .telegram, address: "123456789", kind: .subscribe, dedupeKey: "telegram:42"),
@@ -29,6 +29,47 @@ struct CitizenCommandJSONTests {
         let decoded = try JSONDecoder().decode(CitizenCommand.self, from: Data(command.json()))
         #expect(decoded == command)
         #expect(decoded.receivedAt.timeIntervalSinceReferenceDate == command.receivedAt.timeIntervalSinceReferenceDate)
+    }
+
+    @Test("read back by our reader, from our writer and from JSONEncoder, as JSONDecoder reads them", arguments: commands)
+    func reader(command: CitizenCommand) throws {
+        #expect(try CitizenCommand(json: command.json()) == command)
+        let encoded = Array(try JSONEncoder().encode(command))
+        let ours = try CitizenCommand(json: encoded)
+        #expect(ours == command)
+        #expect(ours == (try JSONDecoder().decode(CitizenCommand.self, from: Data(encoded))))
+    }
+
+    @Test("null optional fields, unknown fields and a date written as an integer are read as JSONDecoder reads them")
+    func lenient() throws {
+        let body = #"""
+            {"id":"c1","channel":"telegram","address":"42","kind":"set-language","language":"zh","topic":null,
+             "report":null,"receivedAt":786000000,"correlationID":"c1","future":{"x":[1]}}
+            """#
+        let ours = try CitizenCommand(json: Array(body.utf8))
+        #expect(ours == (try JSONDecoder().decode(CitizenCommand.self, from: Data(body.utf8))))
+        #expect(ours.language == .chinese && ours.topic == nil && ours.receivedAt == Date(timeIntervalSinceReferenceDate: 786_000_000))
+    }
+
+    @Test(
+        "what JSONDecoder refuses, our reader refuses (the command goes to the dead-letter queue)",
+        arguments: [
+            "", "null", #"{"id":"c"}"#,
+            #"{"id":"c","channel":"sms","address":"1","kind":"help","receivedAt":0,"correlationID":"c"}"#,
+            #"{"id":"c","channel":"telegram","address":1,"kind":"help","receivedAt":0,"correlationID":"c"}"#,
+            #"{"id":"c","channel":"telegram","address":"1","kind":"dance","receivedAt":0,"correlationID":"c"}"#,
+            #"{"id":"c","channel":"telegram","address":"1","kind":"help","receivedAt":"today","correlationID":"c"}"#,
+            #"{"id":"c","channel":"telegram","address":"1","kind":"help","receivedAt":0}"#,
+            #"{"id":"c","channel":"telegram","address":"1","kind":"help","language":"fr","receivedAt":0,"correlationID":"c"}"#,
+            #"{"id":"c","channel":"telegram","address":"1","kind":"unsubscribe","leaveReason":"bored","receivedAt":0,"correlationID":"c"}"#,
+            #"{"id":"c","channel":"whatsapp","address":"1","kind":"delivery-status","report":{"status":"read"},"receivedAt":0,"correlationID":"c"}"#,
+            #"{"id":"c","channel":"whatsapp","address":"1","kind":"delivery-status","report":[],"receivedAt":0,"correlationID":"c"}"#,
+            #"{"id":"c","channel":"whatsapp","address":"1","kind":"delivery-status","report":{"providerMessageID":"w","status":"failed","errorCode":"131026"},"receivedAt":0,"correlationID":"c"}"#,
+        ]
+    )
+    func refused(body: String) {
+        #expect(throws: (any Error).self) { try JSONDecoder().decode(CitizenCommand.self, from: Data(body.utf8)) }
+        #expect(throws: JSONReadingError.self) { try CitizenCommand(json: Array(body.utf8)) }
     }
 
     @Test("the same document as JSONEncoder's", arguments: commands)

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 
 import BanditoreChannels
+import BanditoreCore
 
 /// The simulator's own JSON reader, checked against Foundation's on the same documents.
 struct JSONValueTests {

@@ -2,8 +2,6 @@ import BanditoreCore
 import Foundation
 import Testing
 
-@testable import BanditoreDispatch
-
 @Suite("Delivery jobs read with our JSON reader")
 struct JobReadingTests {
     static let jobs: [DeliveryJob] = [
@@ -74,6 +72,6 @@ struct JobReadingTests {
     )
     func refused(body: String) {
         #expect(throws: (any Error).self) { try JSONDecoder().decode(DeliveryJob.self, from: Data(body.utf8)) }
-        #expect(throws: JobDecodingError.self) { try DeliveryJob(json: Array(body.utf8)) }
+        #expect(throws: JSONReadingError.self) { try DeliveryJob(json: Array(body.utf8)) }
     }
 }
