@@ -326,11 +326,13 @@ final class Worker {
             try checkReply("exchange.declare \(exchange.name)", channel: ch)
         }
         for queue in topology.queues {
-            _ = amqp_queue_declare(
-                state, ch, arena.bytes(queue.name), 0, queue.durable ? 1 : 0, queue.exclusive ? 1 : 0,
-                queue.autoDelete ? 1 : 0, arena.table(queue.allArguments)
-            )
-            try checkReply("queue.declare \(queue.name)", channel: ch)
+            do {
+                try declareQueue(queue, channel: ch)
+            } catch let error as AMQPError
+                where error.replyCode == 406 && queue.type != nil && error.detail?.contains("x-queue-type") == true
+            {
+                try replaceQueue(queue, channel: ch, refused: error)
+            }
         }
         for binding in topology.bindings {
             _ = amqp_queue_bind(
@@ -339,6 +341,41 @@ final class Worker {
             )
             try checkReply("queue.bind \(binding.queue)", channel: ch)
         }
+    }
+
+    private func declareQueue(_ queue: AMQPQueue, channel ch: amqp_channel_t) throws {
+        _ = amqp_queue_declare(
+            state, ch, arena.bytes(queue.name), 0, queue.durable ? 1 : 0, queue.exclusive ? 1 : 0,
+            queue.autoDelete ? 1 : 0, arena.table(queue.allArguments)
+        )
+        try checkReply("queue.declare \(queue.name)", channel: ch)
+    }
+
+    /// `queue` exists with another type (an earlier version declared it so). Empty and without consumers it is
+    /// deleted and declared anew: the broker deletes it only then (`if-empty`, `if-unused`), and a message
+    /// published in between is returned as unroutable (a mandatory publish fails; nothing is lost). Otherwise
+    /// the declaration's error stands, with why the queue could not be replaced.
+    private func replaceQueue(_ queue: AMQPQueue, channel ch: amqp_channel_t, refused: AMQPError) throws {
+        func notReplaced(_ why: String) -> AMQPError {
+            var error = refused
+            error.detail = [refused.detail, "not replaced: \(why)"].compactMap { $0 }.joined(separator: "; ")
+            return error
+        }
+        let info = try inspectQueue(queue.name)
+        guard info.messageCount == 0, info.consumerCount == 0 else {
+            throw notReplaced("\(info.messageCount) message(s) ready and \(info.consumerCount) consumer(s) on it")
+        }
+        _ = amqp_queue_delete(state, ch, arena.bytes(queue.name), 1, 1)
+        do {
+            try checkReply("queue.delete \(queue.name) if empty and unused", channel: ch)
+        } catch let error as AMQPError {
+            throw notReplaced(error.detail ?? error.description)
+        }
+        logger.warning(
+            "AMQP queue declared anew with its new type",
+            metadata: ["amqp.queue": "\(queue.name)", "amqp.queue.type": "\(queue.type?.rawValue ?? "")"]
+        )
+        try declareQueue(queue, channel: ch)
     }
 
     /// A passive declare: the queue's ready message count and consumer count, exact at once.

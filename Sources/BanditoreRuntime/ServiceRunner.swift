@@ -87,11 +87,19 @@ public enum ServiceRunner {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let logger = Logger(label: description.name)
 
-        let group = try await makeServiceGroup(
-            description, configuration: configuration, reader: reader, logger: logger, registry: registry,
-            setup: setup
-        )
-        try await group.run()
+        do {
+            let group = try await makeServiceGroup(
+                description, configuration: configuration, reader: reader, logger: logger, registry: registry,
+                setup: setup
+            )
+            try await group.run()
+        } catch {
+            // What stopped it, as a log line and exit status 1: not a crash report.
+            // The broker's reply (which queue, which argument) is in an AMQPError's debug description.
+            let detail = (error as? AMQPError)?.debugDescription ?? "\(error)"
+            logger.critical("\(description.name) stopped on an error", metadata: ["error": "\(detail)"])
+            exit(1)
+        }
         logger.info("stopped")
     }
 

@@ -73,8 +73,19 @@ struct Topology: AsyncParsableCommand {
     func run() async throws {
         let logger = Logger(label: "banditore.topology")
         let topology = BanditoreTopology.all
-        try await AMQPConnection.withConnection(AMQPConfiguration(url: connection.resolvedAMQPURL), logger: logger) {
-            try await $0.declare(topology)
+        do {
+            try await AMQPConnection.withConnection(AMQPConfiguration(url: connection.resolvedAMQPURL), logger: logger) {
+                try await $0.declare(topology)
+            }
+        } catch let error as AMQPError {
+            // The broker's reply names the queue and the argument that differs.
+            var message = "error: \(error.debugDescription)\n"
+            if error.debugDescription.contains("x-queue-type") {
+                message += "a queue exists with another type than this version declares and is not empty or is "
+                    + "consumed: see the README, \"Upgrading a broker\" under \"AMQP topology\"\n"
+            }
+            FileHandle.standardError.write(Data(message.utf8))
+            throw ExitCode.failure
         }
         print("declared \(topology.exchanges.count) exchanges, \(topology.queues.count) queues, "
             + "\(topology.bindings.count) bindings")

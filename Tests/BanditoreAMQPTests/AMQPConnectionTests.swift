@@ -133,12 +133,41 @@ struct AMQPConnectionTests {
         let connection = try await connect()
         let name = TestServers.uniqueName("test.q")
         try await connection.declare(AMQPTopology(queues: [AMQPQueue(name: name, messageTTL: 1000)]))
-        await #expect {
-            try await connection.declare(AMQPTopology(queues: [AMQPQueue(name: name, messageTTL: 2000)]))
-        } throws: { error in
-            (error as? AMQPError)?.code == .channelClosed && (error as? AMQPError)?.replyCode == 406
+        for _ in 0..<2 {  // twice: the control channel is reopened each time
+            await #expect {
+                try await connection.declare(AMQPTopology(queues: [AMQPQueue(name: name, messageTTL: 2000)]))
+            } throws: { error in
+                (error as? AMQPError)?.code == .channelClosed && (error as? AMQPError)?.replyCode == 406
+            }
         }
         #expect(try await connection.inspectQueue(name).messageCount == 0)
+        try await connection.deleteQueue(name)
+        await connection.close()
+    }
+
+    @Test("a queue of another type is declared anew only when empty and unused; with a message it is kept, and the error says why")
+    func queueTypeChanged() async throws {
+        let connection = try await connect()
+        let name = TestServers.uniqueName("test.q")
+        try await connection.declare(AMQPTopology(queues: [AMQPQueue(name: name, type: .classic)]))
+        try await connection.publishConfirmed(AMQPMessage(string: "kept"), exchange: "", routingKey: name)
+        let quorum = AMQPTopology(queues: [AMQPQueue(name: name, type: .quorum)])
+        await #expect {
+            try await connection.declare(quorum)
+        } throws: { error in
+            let error = error as? AMQPError
+            return error?.replyCode == 406 && error?.detail?.contains("x-queue-type") == true
+                && error?.detail?.contains("not replaced: 1 message(s) ready") == true
+        }
+        #expect(try await connection.inspectQueue(name).messageCount == 1)
+        #expect(try await connection.purgeQueue(name) == 1)
+        try await connection.declare(quorum)
+        // Now a quorum queue, holding a message: declaring it classic again is refused and the message stays.
+        try await connection.publishConfirmed(AMQPMessage(string: "new"), exchange: "", routingKey: name)
+        await #expect(throws: AMQPError.self) {
+            try await connection.declare(AMQPTopology(queues: [AMQPQueue(name: name, type: .classic)]))
+        }
+        #expect(try await connection.inspectQueue(name).messageCount == 1)
         try await connection.deleteQueue(name)
         await connection.close()
     }

@@ -114,6 +114,21 @@ struct ServiceLifecycleTests {
                 let info = try await connection.inspectQueue(queue.name)
                 #expect(info.messageCount == 0, "\(queue.name)")
             }
+            // registry.commands is a quorum queue: with a command in it, declaring it as a classic one is refused.
+            var classic = try #require(topology.queues.first { $0.name == BanditoreTopology.registryCommands })
+            #expect(classic.type == .quorum)
+            classic.type = .classic
+            try await connection.publishConfirmed(
+                AMQPMessage(string: "{}"), exchange: "", routingKey: BanditoreTopology.registryCommands
+            )
+            await #expect {
+                try await connection.declare(AMQPTopology(queues: [classic]))
+            } throws: { error in
+                let detail = (error as? AMQPError)?.detail ?? ""
+                return detail.contains("x-queue-type") && detail.contains("not replaced: 1 message(s) ready")
+            }
+            #expect(try await connection.inspectQueue(BanditoreTopology.registryCommands).messageCount == 1)
+            #expect(try await connection.purgeQueue(BanditoreTopology.registryCommands) == 1)
             process.signal(SIGTERM)
             #expect(await process.waitForExit() == 0)
             await connection.close()
