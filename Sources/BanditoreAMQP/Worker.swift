@@ -328,9 +328,7 @@ final class Worker {
         for queue in topology.queues {
             do {
                 try declareQueue(queue, channel: ch)
-            } catch let error as AMQPError
-                where error.replyCode == 406 && queue.type != nil && error.detail?.contains("x-queue-type") == true
-            {
+            } catch let error as AMQPError where Self.isClassicOfAnotherType(error) && queue.type != nil {
                 try replaceQueue(queue, channel: ch, refused: error)
             }
         }
@@ -351,7 +349,17 @@ final class Worker {
         try checkReply("queue.declare \(queue.name)", channel: ch)
     }
 
-    /// `queue` exists with another type (an earlier version declared it so). Empty and without consumers it is
+    /// Whether a declaration was refused because the queue exists as a classic queue and was declared with another
+    /// type. Only a classic queue is replaced: the broker refuses `if-empty` and `if-unused` deletes of a quorum
+    /// queue (closing the whole connection), and without them a message could arrive and be lost.
+    static func isClassicOfAnotherType(_ error: AMQPError) -> Bool {
+        guard error.replyCode == 406, let detail = error.detail, detail.contains("inequivalent arg 'x-queue-type'")
+        else { return false }
+        // "current is none": declared without a type, which is a classic queue.
+        return detail.contains("but current is none") || detail.contains("but current is 'classic'")
+    }
+
+    /// `queue` exists as a classic queue (an earlier version declared it so). Empty and without consumers it is
     /// deleted and declared anew: the broker deletes it only then (`if-empty`, `if-unused`), and a message
     /// published in between is returned as unroutable (a mandatory publish fails; nothing is lost). Otherwise
     /// the declaration's error stands, with why the queue could not be replaced.
