@@ -168,7 +168,7 @@ public final class AMQPConnection: Sendable, Service {
 
     // MARK: Internals
 
-    private func perform<T: Sendable>(_ body: @escaping @Sendable (Worker) throws -> T) async throws -> T {
+    func perform<T: Sendable>(_ body: @escaping @Sendable (Worker) throws -> T) async throws -> T {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
             core.enqueue(
                 .perform(

@@ -373,9 +373,8 @@ final class Worker {
         guard info.messageCount == 0, info.consumerCount == 0 else {
             throw notReplaced("\(info.messageCount) message(s) ready and \(info.consumerCount) consumer(s) on it")
         }
-        _ = amqp_queue_delete(state, ch, arena.bytes(queue.name), 1, 1)
         do {
-            try checkReply("queue.delete \(queue.name) if empty and unused", channel: ch)
+            try deleteQueueIfEmptyAndUnused(queue.name)
         } catch let error as AMQPError {
             throw notReplaced(error.detail ?? error.description)
         }
@@ -409,6 +408,14 @@ final class Worker {
         try checkReply("queue.delete \(name)", channel: Self.controlChannel)
         topology.queues.removeAll { $0.name == name }
         topology.bindings.removeAll { $0.queue == name }
+    }
+
+    /// Deletes a queue only if it holds no message and has no consumer; otherwise the broker refuses (406) and
+    /// the queue stays.
+    func deleteQueueIfEmptyAndUnused(_ name: String) throws {
+        defer { arena.reset() }
+        _ = amqp_queue_delete(state, Self.controlChannel, arena.bytes(name), 1, 1)
+        try checkReply("queue.delete \(name) if empty and unused", channel: Self.controlChannel)
     }
 
     func deleteExchange(_ name: String) throws {

@@ -1,4 +1,4 @@
-import BanditoreAMQP
+@testable import BanditoreAMQP
 import BanditoreTesting
 import Foundation
 import Logging
@@ -378,6 +378,45 @@ struct RPCOnlyConnectionTests {
             try await Task.sleep(for: .milliseconds(100))
         }
         let lost = log.lock.withLock { log.messages.filter { $0.contains("connection lost") } }
+        #expect(lost.isEmpty, "\(lost)")
+        try await connection.deleteQueue(queue)
+        await connection.close()
+    }
+    @Test("several channel errors within one operation on the control channel: each is reported, the connection stays")
+    func channelErrorsWithinOneOperation() async throws {
+        let log = CapturedLog()
+        let configuration = try AMQPConfiguration(url: TestServers.amqpURL())
+        let connection = try await AMQPConnection.connect(configuration, logger: Logger(label: "test.rpc") { _ in log })
+        let queue = TestServers.uniqueName("test.rpc")
+        let missing = TestServers.uniqueName("test.missing")
+        try await connection.declare(AMQPTopology(queues: [AMQPQueue(name: queue)]))
+        try await connection.publishConfirmed(AMQPMessage(string: "kept"), exchange: "", routingKey: queue)
+        // What the queue replacement can meet when a message arrives between its inspection and its delete: one
+        // refusal after another on the same channel, in the same call on the connection's thread.
+        let (codes, count) = try await connection.perform { worker -> ([Int?], Int) in
+            var codes: [Int?] = []
+            for _ in 0..<3 {
+                do {
+                    _ = try worker.inspectQueue(missing)
+                    codes.append(nil)
+                } catch let error as AMQPError {
+                    codes.append(error.replyCode)
+                }
+            }
+            do {
+                try worker.deleteQueueIfEmptyAndUnused(queue)
+                codes.append(nil)
+            } catch let error as AMQPError {
+                codes.append(error.replyCode)
+            }
+            return (codes, try worker.inspectQueue(queue).messageCount)
+        }
+        #expect(codes == [404, 404, 404, 406])
+        #expect(count == 1)
+        #expect(connection.isConnected)
+        try await connection.publishConfirmed(AMQPMessage(string: "after"), exchange: "", routingKey: queue)
+        #expect(try await connection.inspectQueue(queue).messageCount == 2)
+        let lost = log.lock.withLock { log.messages.filter { $0.contains("connection lost") || $0.contains("re-established") } }
         #expect(lost.isEmpty, "\(lost)")
         try await connection.deleteQueue(queue)
         await connection.close()
