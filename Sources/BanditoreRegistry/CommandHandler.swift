@@ -72,13 +72,16 @@ public struct CommandHandler: Sendable {
         var fresh: Bool?
         /// Its citizen's row, locked; nil when there is none yet.
         var subscriber: Subscriber?
+        /// Whether that row was created by the read-ahead itself (a new citizen subscribing).
+        var created = false
     }
 
-    /// Takes, for a batch of commands in two statements instead of two per command, what each one's
-    /// ``apply(_:on:prefetched:)`` would read first: records the provider message ids (a retry's is found already
-    /// there) and loads and locks the citizens' rows. Only a citizen's first command in the batch is taken (the
-    /// later ones must see what the earlier ones did), and only the first command with a given provider id; the
-    /// others are left to `apply`, which reads for itself. Keyed by index in `commands`.
+    /// Takes, for a batch of commands in three statements instead of three per command, what each one's
+    /// ``apply(_:on:prefetched:)`` would do first: records the provider message ids (a retry's is found already
+    /// there), loads and locks the citizens' rows, and creates the rows of new citizens who subscribe. Only a
+    /// citizen's first command in the batch is taken (the later ones must see what the earlier ones did), and only
+    /// the first command with a given provider id; the others are left to `apply`, which reads for itself. Keyed by
+    /// index in `commands`.
     func prefetch(_ commands: [CitizenCommand], on connection: PostgresConnection) async throws -> [Int: Prefetched] {
         func messageKey(_ channel: String, _ id: String) -> String { "\(channel)|\(id)" }
         var taken: [Int] = []
@@ -119,14 +122,45 @@ public struct CommandHandler: Sendable {
             taken.map { (commands[$0].channel, commands[$0].address) }, on: connection
         )
         var out: [Int: Prefetched] = [:]
+        var newcomers: [Subscriber.New] = []
+        let catalogue = try await topics.all(connection)
         for index in taken {
             let command = commands[index]
-            out[index] = Prefetched(
+            let prefetched = Prefetched(
                 fresh: command.dedupeKey.map { fresh.contains(messageKey(command.channel.rawValue, $0)) },
                 subscriber: rows[Subscriber.key(command.channel, command.address)]
             )
+            out[index] = prefetched
+            if command.kind == .subscribe, prefetched.fresh != false, prefetched.subscriber == nil {
+                newcomers.append(Self.newcomer(command, catalogue: catalogue))
+            }
+        }
+        if !newcomers.isEmpty {
+            let created = try await Subscriber.create(newcomers, on: connection)
+            for index in taken {
+                let command = commands[index]
+                guard let row = created[Subscriber.key(command.channel, command.address)] else { continue }
+                out[index]?.subscriber = row
+                out[index]?.created = true
+            }
         }
         return out
+    }
+
+    /// The row a new citizen's subscribe creates: every topic, or the one it names; the language it is written in
+    /// or the provider reports, else Italian.
+    static func newcomer(_ command: CitizenCommand, catalogue: [TopicInfo]) -> Subscriber.New {
+        Subscriber.New(
+            channel: command.channel, address: command.address,
+            language: command.writtenIn ?? command.reportedLanguage ?? .italian,
+            topics: chosenTopic(command, catalogue: catalogue).map { [$0.slug] } ?? catalogue.map(\.slug),
+            at: command.receivedAt
+        )
+    }
+
+    /// The topic a command names, if the catalogue has it.
+    static func chosenTopic(_ command: CitizenCommand, catalogue: [TopicInfo]) -> TopicInfo? {
+        command.topic.flatMap { words in catalogue.first { $0.matches(words) } }
     }
 
     /// Applies `command` on `connection`, inside the caller's transaction, its reply left pending
@@ -180,8 +214,13 @@ public struct CommandHandler: Sendable {
 
         switch command.kind {
         case .subscribe:
-            let topic = command.topic.flatMap { words in catalogue.first { $0.matches(words) } }
-            if var existing = subscriber {
+            let topic = Self.chosenTopic(command, catalogue: catalogue)
+            if prefetched?.created == true, subscriber != nil {
+                // Created by the read-ahead, as below.
+                created = true
+                let slugs = topic.map { [$0.slug] } ?? catalogue.map(\.slug)
+                reply = .subscribed(topics: catalogue.filter { slugs.contains($0.slug) })
+            } else if var existing = subscriber {
                 let wasActive = existing.active
                 existing.active = true
                 subscriber = existing
@@ -190,10 +229,13 @@ public struct CommandHandler: Sendable {
                 reply = wasActive ? .alreadySubscribed(topics: followed) : .welcomeBack(topics: followed)
             } else {
                 let slugs = topic.map { [$0.slug] } ?? catalogue.map(\.slug)
-                subscriber = try await Subscriber.create(
+                let new = Subscriber.New(
                     channel: command.channel, address: command.address, language: language, topics: slugs,
-                    at: command.receivedAt, on: connection
+                    at: command.receivedAt
                 )
+                subscriber = try await Subscriber.create([new], on: connection)[
+                    Subscriber.key(command.channel, command.address)
+                ]
                 created = true
                 reply = .subscribed(topics: catalogue.filter { slugs.contains($0.slug) })
             }
@@ -358,27 +400,57 @@ struct Subscriber: Sendable {
         "\(channel.rawValue)|\(address)"
     }
 
-    static func create(
-        channel: Channel, address: String, language: Language, topics: [String], at: Date,
-        on connection: PostgresConnection
-    ) async throws -> Subscriber {
-        // The row and its topics in one statement.
-        let row = try await connection.query(
+    /// A row to create.
+    struct New: Sendable {
+        var channel: Channel
+        var address: String
+        var language: Language
+        var topics: [String]
+        var at: Date
+    }
+
+    /// Creates the rows and their topics in one statement, in (channel, address) order as every batch does, so
+    /// that two transactions creating some of the same citizens do not each wait for the other's; keyed by
+    /// ``key(_:_:)``. A citizen created meanwhile by another transaction is a unique violation, as for one row.
+    static func create(_ new: [New], on connection: PostgresConnection) async throws -> [String: Subscriber] {
+        let sorted = new.sorted { ($0.channel.rawValue, $0.address) < ($1.channel.rawValue, $1.address) }
+        var topicOwners: [Int] = []
+        var topicSlugs: [String] = []
+        for (index, row) in sorted.enumerated() {
+            topicOwners += Array(repeating: index + 1, count: row.topics.count)
+            topicSlugs += row.topics
+        }
+        let rows = try await connection.query(
             """
-            WITH created AS (
+            WITH input AS (
+                SELECT * FROM unnest(\(sorted.map(\.channel.rawValue))::text[], \(sorted.map(\.address))::text[],
+                                     \(sorted.map(\.language.rawValue))::text[], \(sorted.map(\.at))::timestamptz[])
+                         WITH ORDINALITY AS i(channel, address, language, at, n)
+            ), created AS (
                 INSERT INTO subscribers (channel, address, language, last_inbound_at, subscribed_at)
-                VALUES (\(channel.rawValue), \(address), \(language.rawValue), \(at), now())
-                RETURNING id
+                SELECT channel, address, language, at, now() FROM input ORDER BY n
+                RETURNING id, channel, address
             ), followed AS (
                 INSERT INTO subscriber_topics (subscriber_id, topic)
-                SELECT created.id, topic FROM created, unnest(\(topics)::text[]) AS topic
+                SELECT created.id, t.topic
+                  FROM unnest(\(topicOwners)::bigint[], \(topicSlugs)::text[]) AS t(n, topic)
+                  JOIN input USING (n)
+                  JOIN created ON created.channel = input.channel AND created.address = input.address
                 ON CONFLICT DO NOTHING
             )
-            SELECT id FROM created
+            SELECT id, channel, address FROM created
             """
-        ).rows[0]
-        let id = try row.decode(Int64.self, at: 0)
-        return Subscriber(id: id, channel: channel, address: address, language: language, active: true)
+        ).rows
+        var out: [String: Subscriber] = [:]
+        let byKey = Dictionary(sorted.map { (key($0.channel, $0.address), $0) }, uniquingKeysWith: { first, _ in first })
+        for row in rows {
+            let (id, channel, address) = try row.decode(Int64.self, String.self, String.self)
+            guard let channel = Channel(rawValue: channel), let new = byKey[key(channel, address)] else { continue }
+            out[key(channel, address)] = Subscriber(
+                id: id, channel: channel, address: address, language: new.language, active: true
+            )
+        }
+        return out
     }
 
     /// Writes language and state; leaving records when and why, coming back clears them.

@@ -120,7 +120,7 @@ struct CommandHandlerTests {
         await db.close()
     }
 
-    @Test("a batch read ahead in two statements, replies written in one, does what its commands do one by one")
+    @Test("a batch read ahead in three statements, replies written in one, does what its commands do one by one")
     func batchReadAhead() async throws {
         let db = try await database("it_registry_batch")
         func command(_ address: String, _ kind: CitizenCommand.Kind, key: String, language: Language? = nil)
@@ -140,6 +140,19 @@ struct CommandHandlerTests {
             command("39300000003", .subscribe, key: "b-3"),  // the same message id again: a retry
             command("39300000004", .subscribe, key: "e-1"),  // an id recorded before
             CitizenCommand(channel: .whatsapp, address: "39300000006", kind: .ignored),
+            // New too: one topic, in the language the provider reports; and one written in Chinese.
+            CitizenCommand(
+                channel: .telegram, address: "7001", kind: .subscribe, dedupeKey: "t-1", topic: "scuola",
+                reportedLanguage: .english
+            ),
+            {
+                var command = CitizenCommand(channel: .wechat, address: "oWX-7", kind: .subscribe, dedupeKey: "w-1")
+                command.writtenIn = .chinese
+                return command
+            }(),
+            // A citizen whose first command is not a subscription: created by the later one, as one by one.
+            command("39300000008", .help, key: "h-1"),
+            command("39300000008", .subscribe, key: "h-2"),
         ]
         let (taken, outcomes) = try await db.withTransaction { connection in
             let prefetched = try await handler.prefetch(batch, on: connection)
@@ -151,10 +164,13 @@ struct CommandHandlerTests {
             return (prefetched, outcomes)
         }
         // A citizen's first command only, a message id's first command only, nothing for what changes nothing.
-        #expect(Set(taken.keys) == [0, 2, 4])
-        #expect(taken[0]?.fresh == true && taken[0]?.subscriber == nil)
-        #expect(taken[2]?.fresh == true && taken[2]?.subscriber?.active == false)
-        #expect(taken[4]?.fresh == false)
+        #expect(Set(taken.keys) == [0, 2, 4, 6, 7, 8])
+        // New citizens who subscribe are created by the read-ahead, in one statement.
+        #expect(taken[0]?.fresh == true && taken[0]?.created == true && taken[0]?.subscriber?.active == true)
+        #expect(taken[2]?.fresh == true && taken[2]?.created == false && taken[2]?.subscriber?.active == false)
+        #expect(taken[4]?.fresh == false && taken[4]?.subscriber == nil && taken[4]?.created == false)
+        #expect(taken[6]?.created == true && taken[7]?.created == true)
+        #expect(taken[8]?.created == false && taken[8]?.subscriber == nil)
 
         func text(_ index: Int) throws -> String? {
             guard let reply = outcomes[index].reply else { return nil }
@@ -164,8 +180,29 @@ struct CommandHandlerTests {
         #expect(try text(0)?.hasPrefix("Iscrizione attivata.") == true)
         #expect(try text(1) == "Language set: English.")
         #expect(try text(2)?.hasPrefix("Bentornato") == true)
-        #expect(outcomes.map(\.duplicate) == [false, false, false, true, true, false])
+        #expect(try text(6)?.hasPrefix("You are subscribed.") == true)
+        #expect(try text(7)?.hasPrefix("订阅成功。") == true)
+        #expect(try text(9)?.hasPrefix("Iscrizione attivata.") == true)
+        #expect(outcomes.map(\.duplicate) == [false, false, false, true, true, false, false, false, false, false])
         #expect(outcomes[3].reply == nil && outcomes[4].reply == nil && outcomes[5].reply == nil)
+        // Each reply is addressed to its citizen's row.
+        for index in [0, 6, 7, 9] {
+            let reply = try #require(outcomes[index].reply)
+            let job = try JSONDecoder().decode(DeliveryJob.self, from: Data(reply.message.body))
+            let id = try #require(job.recipients[0].subscriberID)
+            let owner = try await db.query("SELECT address FROM subscribers WHERE id = \(id)").first?.decode(String.self, at: 0)
+            #expect(owner == batch[index].address)
+        }
+        #expect(
+            try await row(.telegram, "7001", db) == Row(active: true, language: "en", left: false, topics: ["scuola"])
+        )
+        #expect(
+            try await row(.wechat, "oWX-7", db) == Row(active: true, language: "zh", left: false, topics: Self.allTopics)
+        )
+        #expect(
+            try await row(.whatsapp, "39300000008", db)
+                == Row(active: true, language: "it", left: false, topics: Self.allTopics)
+        )
         #expect(
             try await row(.whatsapp, "39300000001", db)
                 == Row(active: true, language: "en", left: false, topics: Self.allTopics)
