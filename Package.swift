@@ -217,6 +217,7 @@ let package = Package(
                 "BanditoreAMQP",
                 "BanditoreCore",
                 "BanditorePostgres",
+                "BanditoreRuntime",
                 "BanditoreStore",
                 .product(name: "Logging", package: "swift-log"),
             ],

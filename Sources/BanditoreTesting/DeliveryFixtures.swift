@@ -1,6 +1,7 @@
 import BanditoreAMQP
 import BanditoreCore
 import BanditorePostgres
+import BanditoreRuntime
 import Foundation
 
 /// Subscribers, a bulletin and its queued deliveries written straight to the database, and delivery jobs for them
@@ -123,13 +124,10 @@ public enum DeliveryFixtures {
                 bulletinID: bulletinID, channel: channel, urgent: urgent,
                 messages: [.italian: message ?? Self.message(channel)], recipients: Array(recipients[start..<end])
             )
-            // The body by the composer's own writer (`MessageBody` encodes jobs with `DeliveryJob.json()`).
-            let body = AMQPMessage(
-                body: job.json(),
-                properties: AMQPProperties(
-                    contentType: "application/json", priority: urgent ? 9 : 0, messageID: job.id,
-                    type: DeliveryJob.messageType
-                )
+            // The message as the composer publishes it: its writer, properties and priority.
+            let body = AMQPMessage.json(
+                job.json(), type: DeliveryJob.messageType, messageID: job.id, correlationID: job.correlationID,
+                priority: urgent ? BanditoreTopology.maxPriority : 0
             )
             jobs.append(EncodedJob(job: job, message: body))
             start = end
@@ -141,7 +139,7 @@ public enum DeliveryFixtures {
     public static func publish(_ amqp: AMQPConnection, _ jobs: [EncodedJob]) async throws {
         for encoded in jobs {
             try await amqp.publish(
-                encoded.message, exchange: "banditore.deliveries", routingKey: encoded.job.channel.rawValue
+                encoded.message, exchange: BanditoreTopology.deliveriesExchange, routingKey: encoded.job.channel.rawValue
             )
         }
         try await amqp.waitForConfirms()
