@@ -363,8 +363,11 @@ private final class CapturedLog: LogHandler, @unchecked Sendable {
     }
 }
 
+/// Timing: a 1 s heartbeat, measured alone (scripts/test runs suites named `…TimingTests` after the others, one at
+/// a time): with the rest of the suite starting its services on the two cores, the broker can take longer than
+/// the idle watch allows to answer.
 @Suite("A connection that only does RPCs")
-struct RPCOnlyConnectionTests {
+struct RPCOnlyConnectionTimingTests {
     @Test("passive declares every 100 ms with a 1 s heartbeat: the idle watch sees the answers, the connection stays")
     func rpcsKeepItAlive() async throws {
         let log = CapturedLog()
@@ -382,6 +385,10 @@ struct RPCOnlyConnectionTests {
         try await connection.deleteQueue(queue)
         await connection.close()
     }
+}
+
+@Suite("Channel errors on the control channel")
+struct ControlChannelErrorTests {
     @Test("several channel errors within one operation on the control channel: each is reported, the connection stays")
     func channelErrorsWithinOneOperation() async throws {
         let log = CapturedLog()
