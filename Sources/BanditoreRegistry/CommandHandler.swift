@@ -122,8 +122,7 @@ public struct CommandHandler: Sendable {
             taken.map { (commands[$0].channel, commands[$0].address) }, on: connection
         )
         var out: [Int: Prefetched] = [:]
-        var newcomers: [Subscriber.New] = []
-        let catalogue = try await topics.all(connection)
+        var newcomers: [CitizenCommand] = []
         for index in taken {
             let command = commands[index]
             let prefetched = Prefetched(
@@ -132,11 +131,14 @@ public struct CommandHandler: Sendable {
             )
             out[index] = prefetched
             if command.kind == .subscribe, prefetched.fresh != false, prefetched.subscriber == nil {
-                newcomers.append(Self.newcomer(command, catalogue: catalogue))
+                newcomers.append(command)
             }
         }
         if !newcomers.isEmpty {
-            let created = try await Subscriber.create(newcomers, on: connection)
+            let catalogue = try await topics.all(connection)
+            let created = try await Subscriber.create(
+                newcomers.map { Self.newcomer($0, catalogue: catalogue) }, on: connection
+            )
             for index in taken {
                 let command = commands[index]
                 guard let row = created[Subscriber.key(command.channel, command.address)] else { continue }
@@ -214,30 +216,25 @@ public struct CommandHandler: Sendable {
 
         switch command.kind {
         case .subscribe:
-            let topic = Self.chosenTopic(command, catalogue: catalogue)
-            if prefetched?.created == true, subscriber != nil {
-                // Created by the read-ahead, as below.
-                created = true
-                let slugs = topic.map { [$0.slug] } ?? catalogue.map(\.slug)
-                reply = .subscribed(topics: catalogue.filter { slugs.contains($0.slug) })
-            } else if var existing = subscriber {
+            if var existing = subscriber, prefetched?.created != true {
                 let wasActive = existing.active
                 existing.active = true
                 subscriber = existing
-                if let topic { _ = try await existing.follow(topic.slug, on: connection) }
+                if let topic = Self.chosenTopic(command, catalogue: catalogue) {
+                    _ = try await existing.follow(topic.slug, on: connection)
+                }
                 let followed = try await existing.topics(catalogue, on: connection)
                 reply = wasActive ? .alreadySubscribed(topics: followed) : .welcomeBack(topics: followed)
             } else {
-                let slugs = topic.map { [$0.slug] } ?? catalogue.map(\.slug)
-                let new = Subscriber.New(
-                    channel: command.channel, address: command.address, language: language, topics: slugs,
-                    at: command.receivedAt
-                )
-                subscriber = try await Subscriber.create([new], on: connection)[
-                    Subscriber.key(command.channel, command.address)
-                ]
+                // A new citizen: created here, unless the batch's read-ahead already did.
+                let new = Self.newcomer(command, catalogue: catalogue)
+                if subscriber == nil {
+                    subscriber = try await Subscriber.create([new], on: connection)[
+                        Subscriber.key(command.channel, command.address)
+                    ]
+                }
                 created = true
-                reply = .subscribed(topics: catalogue.filter { slugs.contains($0.slug) })
+                reply = .subscribed(topics: catalogue.filter { new.topics.contains($0.slug) })
             }
         case .unsubscribe:
             let reason = command.leaveReason ?? .command
