@@ -7,7 +7,9 @@ import Testing
 
 private let logger = Logger(label: "test.amqp")
 
-private func connect(_ configure: (inout AMQPConfiguration) -> Void = { _ in }) async throws -> AMQPConnection {
+private func connect(
+    logger: Logger = logger, _ configure: (inout AMQPConfiguration) -> Void = { _ in }
+) async throws -> AMQPConnection {
     var configuration = try AMQPConfiguration(url: TestServers.amqpURL())
     configure(&configuration)
     return try await AMQPConnection.connect(configuration, logger: logger)
@@ -361,6 +363,14 @@ private final class CapturedLog: LogHandler, @unchecked Sendable {
     func log(event: LogEvent) {
         lock.withLock { messages.append("\(event.message)") }
     }
+
+    /// A logger whose messages this keeps.
+    var logger: Logger { Logger(label: "test.rpc") { _ in self } }
+
+    /// The messages kept that contain any of `needles`.
+    func lines(containing needles: String...) -> [String] {
+        lock.withLock { messages.filter { message in needles.contains { message.contains($0) } } }
+    }
 }
 
 /// Timing: a 1 s heartbeat, measured alone (scripts/test runs suites named `…TimingTests` after the others, one at
@@ -371,16 +381,14 @@ struct RPCOnlyConnectionTimingTests {
     @Test("passive declares every 100 ms with a 1 s heartbeat: the idle watch sees the answers, the connection stays")
     func rpcsKeepItAlive() async throws {
         let log = CapturedLog()
-        var configuration = try AMQPConfiguration(url: TestServers.amqpURL())
-        configuration.heartbeat = 1
-        let connection = try await AMQPConnection.connect(configuration, logger: Logger(label: "test.rpc") { _ in log })
+        let connection = try await connect(logger: log.logger) { $0.heartbeat = 1 }
         let queue = TestServers.uniqueName("test.rpc")
         try await connection.declare(AMQPTopology(queues: [AMQPQueue(name: queue, durable: false, autoDelete: true)]))
         for _ in 0..<60 {
             _ = try? await connection.inspectQueue(queue)
             try await Task.sleep(for: .milliseconds(100))
         }
-        let lost = log.lock.withLock { log.messages.filter { $0.contains("connection lost") } }
+        let lost = log.lines(containing: "connection lost")
         #expect(lost.isEmpty, "\(lost)")
         try await connection.deleteQueue(queue)
         await connection.close()
@@ -392,8 +400,7 @@ struct ControlChannelErrorTests {
     @Test("several channel errors within one operation on the control channel: each is reported, the connection stays")
     func channelErrorsWithinOneOperation() async throws {
         let log = CapturedLog()
-        let configuration = try AMQPConfiguration(url: TestServers.amqpURL())
-        let connection = try await AMQPConnection.connect(configuration, logger: Logger(label: "test.rpc") { _ in log })
+        let connection = try await connect(logger: log.logger)
         let queue = TestServers.uniqueName("test.rpc")
         let missing = TestServers.uniqueName("test.missing")
         try await connection.declare(AMQPTopology(queues: [AMQPQueue(name: queue)]))
@@ -423,7 +430,7 @@ struct ControlChannelErrorTests {
         #expect(connection.isConnected)
         try await connection.publishConfirmed(AMQPMessage(string: "after"), exchange: "", routingKey: queue)
         #expect(try await connection.inspectQueue(queue).messageCount == 2)
-        let lost = log.lock.withLock { log.messages.filter { $0.contains("connection lost") || $0.contains("re-established") } }
+        let lost = log.lines(containing: "connection lost", "re-established")
         #expect(lost.isEmpty, "\(lost)")
         try await connection.deleteQueue(queue)
         await connection.close()
