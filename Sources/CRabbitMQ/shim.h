@@ -11,7 +11,10 @@
 #include <amqp_tcp_socket.h>
 #endif
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <sys/select.h>
 #include <sys/time.h>
@@ -53,6 +56,12 @@ static inline int banditore_wait_readable(int fd, long micros) {
     FD_SET(fd, &set);
     struct timeval tv = { 0, micros };
     return select(fd + 1, &set, NULL, NULL, &tv);
+}
+
+/// Corks (1) or uncorks (0) a TCP socket: while corked, the kernel holds small writes and sends them as full
+/// segments; uncorking sends what is held at once.
+static inline int banditore_set_cork(int fd, int on) {
+    return setsockopt(fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
 }
 
 /// Sends a heartbeat frame.

@@ -395,6 +395,55 @@ struct RPCOnlyConnectionTimingTests {
     }
 }
 
+/// Timing: the worker corks its socket over a run of publishes and acks; an RPC among them must not wait for the
+/// kernel's cork timeout (200 ms) to be sent.
+@Suite("Bursts of publishes with RPCs among them")
+struct CorkedBurstTimingTests {
+    @Test(
+        "20 bursts of 50 publishes, each followed at once by a passive declare: in order, none held back",
+        .timeLimit(.minutes(1))
+    )
+    func rpcsAmongBursts() async throws {
+        let connection = try await connect()
+        try await withQueue(connection) { exchange, queue in
+            let bursts = 20
+            let size = 50
+            let clock = ContinuousClock()
+            var slowest = Duration.zero
+            let started = clock.now
+            for burst in 0..<bursts {
+                for i in 0..<size {
+                    let index = burst * size + i
+                    try await connection.publish(
+                        AMQPMessage(string: "\(index)", properties: AMQPProperties(messageID: "m-\(index)")),
+                        exchange: exchange, routingKey: "k"
+                    )
+                }
+                let asked = clock.now
+                _ = try await connection.inspectQueue(queue)
+                slowest = max(slowest, clock.now - asked)
+            }
+            let elapsed = clock.now - started
+            try await connection.waitForConfirms()
+            // Held back by the cork, each declare would take 200 ms or more: 4 s in all.
+            #expect(elapsed < .seconds(2), "20 bursts took \(elapsed), the slowest declare \(slowest)")
+            #expect(try await connection.inspectQueue(queue).messageCount == bursts * size)
+
+            let consumer = try await connection.consume(queue: queue, prefetch: 200)
+            var next = 0
+            for try await delivery in consumer {
+                #expect(delivery.bodyString == "\(next)")
+                delivery.ack()
+                next += 1
+                if next == bursts * size { break }
+            }
+            consumer.cancel()
+            #expect(next == bursts * size)
+        }
+        await connection.close()
+    }
+}
+
 @Suite("Channel errors on the control channel")
 struct ControlChannelErrorTests {
     @Test("several channel errors within one operation on the control channel: each is reported, the connection stays")
