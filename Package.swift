@@ -283,7 +283,10 @@ let package = Package(
         ),
         .testTarget(
             name: "BanditoreDispatchTests",
-            dependencies: ["BanditoreDispatch", "BanditoreCore", "BanditoreStore", "BanditoreTesting"],
+            dependencies: [
+                "BanditoreDispatch", "BanditoreCore", "BanditoreStore", "BanditoreTesting", "BanditoreRuntime",
+                "BanditoreAMQP",
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

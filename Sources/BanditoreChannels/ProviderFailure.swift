@@ -1,9 +1,16 @@
 /// How a failed send is handled, whatever the provider said.
 public enum ProviderFailure: Sendable, Hashable, Error {
-    /// Worth retrying with backoff: 5xx, timeouts, "system busy".
+    /// Worth retrying with backoff: 5xx, "system busy", a provider that could not be reached.
     case transient(reason: String)
-    /// Slow down; retry after the provider's hint when it gave one.
+    /// The request was written and no answer came (a timeout, the connection lost): the provider may have acted on
+    /// it. Retried like a transient failure; where the provider drops a repeated request (WeChat's
+    /// `client_msg_id`) the retry cannot deliver twice, elsewhere it may.
+    case unknownOutcome(reason: String)
+    /// Slow down for this recipient (a per-user pace); retry after the provider's hint when it gave one.
     case rateLimited(retryAfter: Duration?, reason: String)
+    /// The provider's flood signal for the whole account (Telegram's 429, WhatsApp's 130429): every sender of
+    /// the channel pauses for the hint, and this recipient is retried after it.
+    case channelThrottled(retryAfter: Duration?, reason: String)
     /// The token expired or is invalid: refresh it once and retry.
     case auth(reason: String)
     /// This recipient cannot be reached (blocked, unknown, not a follower, outside the session window, or the
@@ -14,7 +21,8 @@ public enum ProviderFailure: Sendable, Hashable, Error {
     public var kind: String {
         switch self {
         case .transient: "transient"
-        case .rateLimited: "rate_limited"
+        case .unknownOutcome: "unknown"
+        case .rateLimited, .channelThrottled: "rate_limited"
         case .auth: "auth"
         case .permanent: "permanent"
         }

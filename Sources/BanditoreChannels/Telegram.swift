@@ -13,7 +13,8 @@ public enum Telegram {
 
     /// `sendMessage` with link previews off.
     public static func sendMessage(
-        token: String, chat: ChatID, text: String, parseMode: String? = nil, silent: Bool = false
+        token: String, chat: ChatID, text: String, parseMode: String? = nil, silent: Bool = false,
+        paidBroadcast: Bool = false
     ) throws -> ProviderRequest {
         guard !text.isEmpty else { throw ChannelLimitError(channel: "telegram", field: "text", message: "empty") }
         guard text.count <= maxTextLength else {
@@ -22,7 +23,7 @@ public enum Telegram {
             )
         }
         // Keys in sorted order, as before; written by hand (see JSONText).
-        var json = "{\"chat_id\":"
+        var json = paidBroadcast ? "{\"allow_paid_broadcast\":true,\"chat_id\":" : "{\"chat_id\":"
         switch chat {
         case .id(let id): json += String(id)
         case .username(let name): json += JSONText.quote(name.hasPrefix("@") ? name : "@\(name)")
@@ -60,7 +61,7 @@ public enum Telegram {
         switch code {
         case 429:
             let retry = parameters?["retry_after"]?.int.map { Duration.seconds($0) }
-            return .failure(.rateLimited(retryAfter: retry, reason: description))
+            return .failure(.channelThrottled(retryAfter: retry, reason: description))
         case 401, 404:
             return .failure(.auth(reason: description))  // a wrong token answers 404 on the bot path
         case 403:

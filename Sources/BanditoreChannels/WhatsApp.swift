@@ -93,7 +93,7 @@ public enum WhatsApp {
             return .success(id)
         }
         guard let error = json?["error"], let code = error["code"]?.int else {
-            if status == 429 { return .failure(.rateLimited(retryAfter: nil, reason: "HTTP 429")) }
+            if status == 429 { return .failure(.channelThrottled(retryAfter: nil, reason: "HTTP 429")) }
             if status == 401 { return .failure(.auth(reason: "HTTP 401")) }
             if status >= 500 || status == 408 { return .failure(.transient(reason: "HTTP \(status)")) }
             return .failure(.transient(reason: "HTTP \(status) without an error body"))
@@ -105,7 +105,9 @@ public enum WhatsApp {
     /// Classifies a Graph API error code (branch on the code, not the HTTP status).
     public static func classify(code: Int, message: String) -> ProviderFailure {
         switch code {
-        case 130429, 4, 80007, 131048:
+        case 130429, 4, 80007:
+            return .channelThrottled(retryAfter: nil, reason: message)  // the number's or the app's throughput
+        case 131048:
             return .rateLimited(retryAfter: nil, reason: message)
         case 131056:
             return .rateLimited(retryAfter: .seconds(6), reason: message)  // pair rate: about one per 6 s

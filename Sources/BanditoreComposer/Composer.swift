@@ -614,7 +614,7 @@ private final class JobBatcher {
     }
 }
 
-/// Publishes a delivery job of a bulletin to its channel's dispatchers (urgent ones at the top priority); the
+/// Publishes a delivery job of a bulletin to its channel's dispatchers (urgent ones to the urgent queue); the
 /// caller waits for the broker's confirms.
 private func publishJob(
     of bulletin: StoredBulletin, channel: Channel, messages: [Language: RenderedMessage], recipients: [Recipient],
@@ -624,11 +624,6 @@ private func publishJob(
         bulletinID: bulletin.id, channel: channel, urgent: bulletin.content.urgency == .urgent,
         messages: messages, recipients: recipients, correlationID: bulletin.correlationID
     )
-    try await amqp.publish(
-        .json(
-            encoding: job, type: DeliveryJob.messageType, messageID: job.id, correlationID: job.correlationID,
-            priority: job.urgent ? BanditoreTopology.maxPriority : 0
-        ),
-        exchange: BanditoreTopology.deliveriesExchange, routingKey: channel.rawValue
-    )
+    let (message, routingKey) = BanditoreTopology.delivery(job)
+    try await amqp.publish(message, exchange: BanditoreTopology.deliveriesExchange, routingKey: routingKey)
 }

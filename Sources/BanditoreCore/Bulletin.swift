@@ -28,6 +28,49 @@ public struct BulletinDraft: Sendable, Codable, Hashable {
         self.sendAt = sendAt
     }
 
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        title = try container.decode(String.self, forKey: .title)
+        body = try container.decode([String: String].self, forKey: .body)
+        topics = try container.decode([String].self, forKey: .topics)
+        channels = try container.decodeIfPresent([String].self, forKey: .channels)
+        urgency = try container.decodeIfPresent(String.self, forKey: .urgency)
+        // Read here rather than by the decoder's date strategy, whose error on Linux names no field.
+        if let text = try container.decodeIfPresent(String.self, forKey: .sendAt) {
+            guard let date = Self.parseDate(text) else {
+                throw DecodingError.dataCorruptedError(
+                    forKey: .sendAt, in: container,
+                    debugDescription: "must be an ISO 8601 date-time with a time zone (2026-03-02T08:00:00+01:00)"
+                )
+            }
+            sendAt = date
+        } else {
+            sendAt = nil
+        }
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(title, forKey: .title)
+        try container.encode(body, forKey: .body)
+        try container.encode(topics, forKey: .topics)
+        try container.encodeIfPresent(channels, forKey: .channels)
+        try container.encodeIfPresent(urgency, forKey: .urgency)
+        try container.encodeIfPresent(sendAt.map { Self.formatDate($0) }, forKey: .sendAt)
+    }
+
+    /// An ISO 8601 date-time with a time zone, with or without fractions of a second.
+    static func parseDate(_ text: String) -> Date? {
+        let formatter = ISO8601DateFormatter()
+        if let date = formatter.date(from: text) { return date }
+        formatter.formatOptions.insert(.withFractionalSeconds)
+        return formatter.date(from: text)
+    }
+
+    static func formatDate(_ date: Date) -> String {
+        ISO8601DateFormatter().string(from: date)
+    }
+
     /// The longest title and body accepted before any channel's own limit.
     public static let maxTitleLength = 200
     public static let maxBodyLength = 4000

@@ -15,13 +15,14 @@ import Foundation
 /// | help | `aiuto`, `?`, `info` | `help` | `帮助` |
 ///
 /// Anything else is `unknown` (answered with the help). A command written in Chinese reports Chinese as the
-/// citizen's language.
+/// citizen's language, and one in English words (`subscribe`, `help`, `follow scuola`; not `start` or `stop`,
+/// which are Telegram's commands in every language) reports English.
 public enum CommandParser {
     public struct Parsed: Sendable, Hashable {
         public var kind: CitizenCommand.Kind
         public var topic: String?
         public var language: Language?
-        /// Chinese when the text has Chinese characters.
+        /// Chinese when the text has Chinese characters; English when the command is an English word.
         public var writtenIn: Language?
 
         public init(kind: CitizenCommand.Kind, topic: String? = nil, language: Language? = nil, writtenIn: Language? = nil) {
@@ -42,6 +43,11 @@ public enum CommandParser {
         "主题": .listTopics, "话题": .listTopics,
         "stato": .status, "status": .status, "状态": .status,
         "aiuto": .help, "help": .help, "?": .help, "info": .help, "帮助": .help, "menu": .help,
+    ]
+
+    /// Commands that are English words only: written so, they report English.
+    private static let english: Set<String> = [
+        "subscribe", "unsubscribe", "topics", "topic", "status", "help", "follow", "unfollow", "language",
     ]
 
     /// Prefixes taking an argument, longest first so that `non seguire` wins over `segui`-like overlaps.
@@ -75,7 +81,7 @@ public enum CommandParser {
             normalised = normalised.replacingOccurrences(of: "nonseguire", with: "non seguire")
         }
         if let kind = exact[normalised] {
-            return Parsed(kind: kind, writtenIn: writtenIn)
+            return Parsed(kind: kind, writtenIn: writtenIn ?? (english.contains(normalised) ? .english : nil))
         }
         if let language = languages[normalised] {
             return Parsed(kind: .setLanguage, language: language, writtenIn: writtenIn)
@@ -87,6 +93,7 @@ public enum CommandParser {
             if !isHan && !rest.hasPrefix(" ") { continue }
             let argument = String(rest.drop(while: { $0 == " " }))
             if argument.isEmpty { continue }
+            let writtenIn = writtenIn ?? (english.contains(prefix) ? .english : nil)
             switch kind {
             case .setLanguage:
                 guard let language = languages[argument] else {

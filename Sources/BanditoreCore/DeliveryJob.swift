@@ -48,6 +48,29 @@ public struct DeliveryJob: Sendable, Codable, Hashable {
     /// A reply to one citizen: not a bulletin, no delivery row; sent even to a subscriber who just left
     /// (the reply confirms it).
     public var isReply: Bool { bulletinID == nil }
+
+    /// Which of the channel's three ranks the job goes in.
+    public var rank: DeliveryRank { isReply ? .reply : urgent ? .urgent : .normal }
+}
+
+/// The order in which a channel's work goes out: urgent bulletins first, then replies to citizens, then normal
+/// bulletins. Each rank has a queue of its own per channel, and inside a dispatcher the channel's send slots go to
+/// the highest rank waiting.
+public enum DeliveryRank: Int, Sendable, Hashable, CaseIterable, Comparable {
+    case urgent = 0
+    case reply = 1
+    case normal = 2
+
+    public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    /// `urgent`, `reply`, `normal`: for logs and metrics.
+    public var name: String {
+        switch self {
+        case .urgent: "urgent"
+        case .reply: "reply"
+        case .normal: "normal"
+        }
+    }
 }
 
 /// One addressee of a job.

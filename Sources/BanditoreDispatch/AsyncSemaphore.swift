@@ -1,11 +1,14 @@
+import BanditoreCore
 import DequeModule
 import Synchronization
 
-/// Bounds how many sends a replica has in flight: `acquire` waits while `limit` are out.
+/// Bounds how many sends a replica has in flight: `acquire` waits while `limit` are out, and a place that comes
+/// free goes to the highest rank waiting (urgent, then replies, then normal bulletins).
 final class AsyncSemaphore: Sendable {
     private struct State {
         var available: Int
-        var waiters: Deque<CheckedContinuation<Void, Never>> = []
+        /// Waiters per rank (index: the rank's raw value).
+        var waiters: [Deque<CheckedContinuation<Void, Never>>] = Array(repeating: [], count: DeliveryRank.allCases.count)
     }
     private let state: Mutex<State>
 
@@ -13,14 +16,14 @@ final class AsyncSemaphore: Sendable {
         state = Mutex(State(available: max(1, limit)))
     }
 
-    func acquire() async {
+    func acquire(rank: DeliveryRank = .normal) async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             let ready = state.withLock { state -> Bool in
                 if state.available > 0 {
                     state.available -= 1
                     return true
                 }
-                state.waiters.append(continuation)
+                state.waiters[rank.rawValue].append(continuation)
                 return false
             }
             if ready { continuation.resume() }
@@ -29,7 +32,7 @@ final class AsyncSemaphore: Sendable {
 
     func release() {
         let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            if let first = state.waiters.popFirst() { return first }
+            if let rank = state.waiters.firstIndex(where: { !$0.isEmpty }) { return state.waiters[rank].popFirst() }
             state.available += 1
             return nil
         }

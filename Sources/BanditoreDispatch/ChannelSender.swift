@@ -8,13 +8,37 @@ public enum SendOutcome: Sendable, Hashable {
     case failed(ProviderFailure)
 }
 
+/// How one message is to be sent, beyond its text and address.
+public struct SendOptions: Sendable, Hashable {
+    /// The same for every attempt at one delivery, on every replica: a provider that takes one (WeChat's template
+    /// `client_msg_id`) drops a repeated request carrying it, so a retry after an unknown outcome is not delivered
+    /// twice. At most 64 bytes.
+    public var idempotencyKey: String?
+    /// Telegram's `allow_paid_broadcast`: up to 1,000 messages a second, paid per message.
+    public var paidBroadcast: Bool
+
+    public init(idempotencyKey: String? = nil, paidBroadcast: Bool = false) {
+        self.idempotencyKey = idempotencyKey
+        self.paidBroadcast = paidBroadcast
+    }
+
+    /// The key of a delivery row, as sent to the provider.
+    public static func idempotencyKey(deliveryID: Int64) -> String { "banditore-d\(deliveryID)" }
+}
+
 /// Delivers one rendered message to one address of a channel. Implementations turn the message into the
 /// provider's request with `BanditoreChannels`, perform it, and classify the answer; they never throw.
 public protocol ChannelSender: Sendable {
     var channel: Channel { get }
 
     /// Sends; an expired credential is renewed (once, shared by every replica) and the send tried again inside.
-    func send(_ message: RenderedMessage, to address: String) async -> SendOutcome
+    func send(_ message: RenderedMessage, to address: String, options: SendOptions) async -> SendOutcome
+}
+
+extension ChannelSender {
+    public func send(_ message: RenderedMessage, to address: String) async -> SendOutcome {
+        await send(message, to: address, options: SendOptions())
+    }
 }
 
 /// Which permanent failures mean the address itself is gone (blocked, unfollowed, unknown), so that the registry

@@ -68,9 +68,9 @@ public enum DeadLetters {
                 job.id = UUID().uuidString.lowercased()
                 job.attempt = 0
                 job.lastError = nil
+                let (message, routingKey) = BanditoreTopology.delivery(job)
                 try await connection.publishConfirmed(
-                    try .json(encoding: job, type: DeliveryJob.messageType, messageID: job.id, priority: job.urgent ? 9 : 0),
-                    exchange: BanditoreTopology.deliveriesExchange, routingKey: channel.rawValue
+                    message, exchange: BanditoreTopology.deliveriesExchange, routingKey: routingKey
                 )
                 delivery.ack()
                 report.replayed += 1

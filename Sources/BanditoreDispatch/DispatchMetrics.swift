@@ -18,12 +18,14 @@ struct DispatchMetrics: Sendable {
     let sendLatency: Timer
     let inFlight: Gauge
     let statusesWritten: Counter
+    /// Sends that found their address claimed by another replica and waited for its pace.
+    let paceWaits: Counter
 
     init(channel: Channel) {
         let dimensions = [("channel", channel.rawValue)]
         sent = Counter(label: "banditore_dispatch_sent_total", dimensions: dimensions)
         var failed: [String: Counter] = [:]
-        for kind in ["transient", "rate_limited", "auth", "permanent"] {
+        for kind in ["transient", "unknown", "rate_limited", "auth", "permanent"] {
             failed[kind] = Counter(label: "banditore_dispatch_failed_total", dimensions: dimensions + [("kind", kind)])
         }
         self.failed = failed
@@ -38,10 +40,14 @@ struct DispatchMetrics: Sendable {
         sendLatency = Timer(label: "banditore_dispatch_send_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
         inFlight = Gauge(label: "banditore_dispatch_in_flight", dimensions: dimensions)
         statusesWritten = Counter(label: "banditore_dispatch_statuses_written_total", dimensions: dimensions)
+        paceWaits = Counter(label: "banditore_dispatch_pace_waits_total", dimensions: dimensions)
     }
 
     func failed(_ failure: ProviderFailure) {
         failed[failure.kind]?.increment()
-        if case .rateLimited = failure { throttled.increment() }
+        switch failure {
+        case .rateLimited, .channelThrottled: throttled.increment()
+        default: break
+        }
     }
 }

@@ -70,11 +70,29 @@ public enum DispatchService {
                 http: api
             )
         }
+        let rateLimitKey = reader.string(forKey: "dispatch.rateLimitKey", default: channel.rawValue)
+        let headroom = reader.double(forKey: "dispatch.rateHeadroom", default: 0.02)
         let limiter = SharedRateLimiter(
             configuration: .init(
-                key: reader.string(forKey: "dispatch.rateLimitKey", default: channel.rawValue),
+                key: rateLimitKey,
                 ratePerSecond: reader.double(forKey: "dispatch.ratePerSecond", default: defaultRate(channel)),
-                headroom: reader.double(forKey: "dispatch.rateHeadroom", default: 0.04)
+                headroom: headroom
+            ),
+            database: database, logger: context.logger
+        )
+        // Telegram's paid broadcast (`allow_paid_broadcast`, paid per message): never, or for urgent bulletins.
+        let paidBroadcast = reader.string(forKey: "dispatch.paidBroadcast", default: "never")
+        guard paidBroadcast == "never" || paidBroadcast == "urgent" else {
+            throw DispatchError(.configuration, detail: "DISPATCH_PAID_BROADCAST is \(paidBroadcast): never or urgent")
+        }
+        guard paidBroadcast == "never" || channel == .telegram else {
+            throw DispatchError(.configuration, detail: "DISPATCH_PAID_BROADCAST=urgent is Telegram's alone")
+        }
+        let paidLimiter = SharedRateLimiter(
+            configuration: .init(
+                key: "\(rateLimitKey).paid",
+                ratePerSecond: reader.double(forKey: "dispatch.paidRatePerSecond", default: 1000),
+                headroom: headroom
             ),
             database: database, logger: context.logger
         )
@@ -82,15 +100,20 @@ public enum DispatchService {
             configuration: .init(
                 channel: channel, maxInFlight: maxInFlight,
                 prefetch: reader.int(forKey: "dispatch.prefetch", default: 4),
+                replyPrefetch: reader.int(forKey: "dispatch.replyPrefetch", default: 16),
                 maxAttempts: reader.int(forKey: "dispatch.maxAttempts", default: 6),
                 recipientInterval: reader.double(forKey: "dispatch.recipientIntervalSeconds").map {
                     .milliseconds(Int($0 * 1000))
                 },
+                recipientMargin: .milliseconds(reader.int(forKey: "dispatch.recipientMarginMilliseconds", default: 250)),
+                paidBroadcastForUrgent: paidBroadcast == "urgent",
+                sharedPace: reader.bool(forKey: "dispatch.sharedPace", default: true),
                 statusInterval: .milliseconds(reader.int(forKey: "dispatch.statusIntervalMilliseconds", default: 50)),
                 maxUnrecorded: reader.int(forKey: "dispatch.maxUnrecorded", default: 1_000),
                 retryBackoffScale: reader.double(forKey: "dispatch.retryBackoffScale", default: 1)
             ),
-            sender: sender, amqp: amqp, database: database, rateLimiter: limiter, logger: context.logger
+            sender: sender, amqp: amqp, database: database, rateLimiter: limiter,
+            paidRateLimiter: paidBroadcast == "urgent" ? paidLimiter : nil, logger: context.logger
         )
         return ServiceParts(services: [HTTPPoolService(http: api), dispatcher])
     }

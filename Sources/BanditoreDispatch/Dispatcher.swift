@@ -10,6 +10,12 @@ import Synchronization
 
 /// Consumes a channel's delivery jobs and delivers them.
 ///
+/// Jobs come from three queues, one per rank (``DeliveryRank``), each with a consumer of its own: urgent bulletins,
+/// replies to citizens and normal bulletins. An urgent job is taken at once whatever else the replica holds, and
+/// inside the replica the places for sends in flight and the slots of the channel's rate limit go to the highest
+/// rank waiting; lower ranks resume where they stopped. With paid broadcast on (Telegram), urgent sends carry
+/// `allow_paid_broadcast` and take slots of a rate limit of their own.
+///
 /// For each job: recipients whose delivery is no longer `queued` (sent, failed, cancelled) are skipped, and so are
 /// subscribers who left (recorded `skipped`); every other recipient waits for its own pace (per-recipient interval)
 /// and a slot of the channel's shared rate limit, then is sent with up to `maxInFlight` sends in flight per replica
@@ -27,12 +33,22 @@ public final class Dispatcher: Service, Sendable {
         public var channel: Channel
         /// Sends in flight per replica, across jobs.
         public var maxInFlight: Int
-        /// Jobs taken from the queue at once; small, so that urgent jobs overtake normal ones.
+        /// Jobs taken from the normal and the urgent queue at once.
         public var prefetch: Int
+        /// Jobs taken from the replies queue at once (a reply is a job of one recipient).
+        public var replyPrefetch: Int
         /// Sends per recipient before giving up (the first included).
         public var maxAttempts: Int
         /// Least time between two messages to the same address.
         public var recipientInterval: Duration
+        /// Added to `recipientInterval`, measured from the start of each send: what the request may take to reach
+        /// the provider.
+        public var recipientMargin: Duration
+        /// Urgent bulletins go with Telegram's paid broadcast (`allow_paid_broadcast`), at its own rate limit.
+        public var paidBroadcastForUrgent: Bool
+        /// The per-recipient pace is shared by every replica through PostgreSQL (each send claims its address), not
+        /// only kept inside this one.
+        public var sharedPace: Bool
         /// How often outcomes are committed.
         public var statusInterval: Duration
         /// Outcomes a replica holds uncommitted before it waits to start more sends: with `maxInFlight`, what a
@@ -43,15 +59,20 @@ public final class Dispatcher: Service, Sendable {
         public var retryBackoffScale: Double
 
         public init(
-            channel: Channel, maxInFlight: Int = 64, prefetch: Int = 4, maxAttempts: Int = 6,
-            recipientInterval: Duration? = nil, statusInterval: Duration = .milliseconds(50),
+            channel: Channel, maxInFlight: Int = 64, prefetch: Int = 4, replyPrefetch: Int = 16, maxAttempts: Int = 6,
+            recipientInterval: Duration? = nil, recipientMargin: Duration = .milliseconds(250),
+            paidBroadcastForUrgent: Bool = false, sharedPace: Bool = true, statusInterval: Duration = .milliseconds(50),
             maxUnrecorded: Int = 1_000, retryBackoffScale: Double = 1
         ) {
             self.channel = channel
             self.maxInFlight = max(1, maxInFlight)
             self.prefetch = max(1, prefetch)
+            self.replyPrefetch = max(1, replyPrefetch)
             self.maxAttempts = max(1, maxAttempts)
             self.recipientInterval = recipientInterval ?? Self.defaultRecipientInterval(channel)
+            self.recipientMargin = max(.zero, recipientMargin)
+            self.paidBroadcastForUrgent = paidBroadcastForUrgent && channel == .telegram
+            self.sharedPace = sharedPace
             self.statusInterval = statusInterval
             self.maxUnrecorded = max(1, maxUnrecorded)
             self.retryBackoffScale = min(max(retryBackoffScale, 0.001), 1)
@@ -72,12 +93,16 @@ public final class Dispatcher: Service, Sendable {
     private let amqp: AMQPConnection
     private let database: PostgresClient
     private let rateLimiter: SharedRateLimiter
+    /// Telegram's paid broadcast limit, for urgent sends when the town enables it.
+    private let paidRateLimiter: SharedRateLimiter?
     private let logger: Logger
     private let metrics: DispatchMetrics
     private let writer: StatusWriter
     private let inFlight: AsyncSemaphore
     private let cancellations: BulletinCancellations
     private let pacer: RecipientPacer
+    /// The pace across replicas; nil when the channel has none or it is kept per replica.
+    private let sharedPace: SharedRecipientPace?
     private let stopping = Atomic<Bool>(false)
     private let sendsInFlight = Atomic<Int>(0)
     /// Jobs taken and not yet settled.
@@ -89,13 +114,14 @@ public final class Dispatcher: Service, Sendable {
 
     public init(
         configuration: Configuration, sender: any ChannelSender, amqp: AMQPConnection, database: PostgresClient,
-        rateLimiter: SharedRateLimiter, logger: Logger
+        rateLimiter: SharedRateLimiter, paidRateLimiter: SharedRateLimiter? = nil, logger: Logger
     ) {
         self.configuration = configuration
         self.sender = sender
         self.amqp = amqp
         self.database = database
         self.rateLimiter = rateLimiter
+        self.paidRateLimiter = configuration.paidBroadcastForUrgent ? paidRateLimiter : nil
         var logger = logger
         logger[metadataKey: "channel"] = "\(configuration.channel.rawValue)"
         self.logger = logger
@@ -108,45 +134,85 @@ public final class Dispatcher: Service, Sendable {
         )
         inFlight = AsyncSemaphore(limit: configuration.maxInFlight)
         cancellations = BulletinCancellations(database: database)
-        pacer = RecipientPacer(interval: configuration.recipientInterval)
+        pacer = RecipientPacer(interval: configuration.recipientInterval, margin: configuration.recipientMargin)
+        sharedPace =
+            configuration.sharedPace && configuration.recipientInterval > .zero
+            ? SharedRecipientPace(
+                channel: configuration.channel.rawValue,
+                hold: configuration.recipientInterval + configuration.recipientMargin, database: database
+            ) : nil
     }
 
+    /// The channel's normal queue, whose dead letters hold every rank's.
     private var queue: String { BanditoreTopology.dispatchQueue(configuration.channel) }
 
     public func run() async throws {
-        let consumer = try await amqp.consume(queue: queue, prefetch: UInt16(clamping: configuration.prefetch))
-        logger.info("dispatching", metadata: ["amqp.queue": "\(queue)"])
+        var opened: [AMQPConsumer] = []
+        for rank in DeliveryRank.allCases {
+            let name = BanditoreTopology.dispatchQueue(configuration.channel, rank)
+            let prefetch = rank == .reply ? configuration.replyPrefetch : configuration.prefetch
+            do {
+                opened.append(try await amqp.consume(queue: name, prefetch: UInt16(clamping: prefetch)))
+            } catch {
+                for consumer in opened { consumer.cancel() }
+                throw error
+            }
+        }
+        let consumers = opened
+        logger.info(
+            "dispatching",
+            metadata: ["amqp.queue": "\(DeliveryRank.allCases.map { BanditoreTopology.dispatchQueue(configuration.channel, $0) })"]
+        )
         await withTaskGroup { outer in
             let writer = self.writer
             outer.addTask { await writer.run() }
             outer.addTask {
                 // Draining: stop starting sends, wait until every job in hand is settled (acknowledged after its
-                // rest was handed back), and only then cancel the consumer, whose channel closes and returns the
+                // rest was handed back), and only then cancel the consumers, whose channel closes and returns the
                 // jobs that were prefetched but not started.
                 do { try await gracefulShutdown() } catch { return }
                 self.logger.info("draining: no new jobs or sends; finishing those in flight")
                 self.stopping.store(true, ordering: .relaxed)
                 while self.activeJobs.load(ordering: .relaxed) > 0 { try? await Task.sleep(for: .milliseconds(20)) }
-                consumer.cancel()
+                for consumer in consumers { consumer.cancel() }
             }
-            await withTaskGroup { jobs in
-                do {
-                    for try await delivery in consumer {
-                        if self.stopping.load(ordering: .relaxed) { continue }  // returned to the queue on cancel
-                        self.activeJobs.add(1, ordering: .relaxed)
-                        jobs.addTask {
-                            await self.handle(delivery)
-                            self.activeJobs.subtract(1, ordering: .relaxed)
-                        }
+            await withTaskGroup { ranks in
+                for consumer in consumers {
+                    ranks.addTask {
+                        await self.consume(consumer)
+                        // One consumer gone (the broker's channel closed): the others go too, and the service
+                        // ends for its supervisor to restart it.
+                        for other in consumers { other.cancel() }
                     }
-                } catch {
-                    self.logger.error("consumer ended", metadata: ["error": "\(String(reflecting: error))"])
                 }
-                await jobs.waitForAll()
+                await ranks.waitForAll()
             }
             outer.cancelAll()  // the writer commits what is left and returns
         }
         logger.info("dispatcher stopped")
+    }
+
+    private func consume(_ consumer: AMQPConsumer) async {
+        await withTaskGroup { jobs in
+            do {
+                for try await delivery in consumer {
+                    if self.stopping.load(ordering: .relaxed) { continue }  // returned to the queue on cancel
+                    self.activeJobs.add(1, ordering: .relaxed)
+                    jobs.addTask {
+                        await self.handle(delivery)
+                        self.activeJobs.subtract(1, ordering: .relaxed)
+                    }
+                }
+            } catch {
+                self.logger.error("consumer ended", metadata: ["error": "\(String(reflecting: error))"])
+            }
+            await jobs.waitForAll()
+        }
+    }
+
+    /// The rate limit a rank's sends take their slots from.
+    private func limiter(for rank: DeliveryRank) -> SharedRateLimiter {
+        rank == .urgent ? paidRateLimiter ?? rateLimiter : rateLimiter
     }
 
     // MARK: Jobs
@@ -184,12 +250,14 @@ public final class Dispatcher: Service, Sendable {
         var claims = recipients.compactMap(\.deliveryID)
         defer { release(claims) }
         var started = 0
+        let rank = job.rank
+        let limiter = limiter(for: rank)
         let followUps = await withTaskGroup(of: FollowUp.self) { group in
             for recipient in recipients {
                 // Stopping, or the broker is gone: this job can no longer be acknowledged and will come back after
                 // the reconnect, so starting more of its sends would only repeat them.
                 if stopping.load(ordering: .relaxed) || !amqp.isConnected { break }
-                await inFlight.acquire()
+                await inFlight.acquire(rank: rank)
                 // A database slower than the sends: wait for it rather than run ahead of what it records.
                 await writer.room()
                 if stopping.load(ordering: .relaxed) {
@@ -197,15 +265,30 @@ public final class Dispatcher: Service, Sendable {
                     break
                 }
                 do {
-                    try await pacer.wait(for: recipient.address)
+                    try await pacer.acquire(recipient.address)
+                } catch {
+                    inFlight.release()
+                    break
+                }
+                do {
                     let waited = ContinuousClock.now
-                    try await rateLimiter.acquire()
+                    while true {
+                        try await limiter.acquire(rank: rank)
+                        // Another replica sent to this address within its pace: wait until it is free, and take
+                        // another slot then (this one goes unused).
+                        guard let sharedPace, let busy = try await sharedPace.claim(recipient.address) else { break }
+                        metrics.paceWaits.increment()
+                        try await Task.sleep(for: busy)
+                    }
                     metrics.rateLimitWait.recordNanoseconds((ContinuousClock.now - waited).wholeNanoseconds)
                 } catch {
+                    pacer.release(recipient.address)
                     inFlight.release()
                     logger.warning("rate limit unavailable", metadata: ["error": "\(String(reflecting: error))"])
                     break
                 }
+                // The recipient's pace counts from this send, not from when its turn came.
+                pacer.sent(recipient.address)
                 started += 1
                 group.addTask {
                     defer { self.inFlight.release() }
@@ -233,7 +316,8 @@ public final class Dispatcher: Service, Sendable {
             var rest = job
             rest.id = UUID().uuidString.lowercased()
             rest.recipients = Array(recipients[started...])
-            try await publish(rest, exchange: BanditoreTopology.deliveriesExchange, routingKey: job.channel.rawValue)
+            let (message, routingKey) = BanditoreTopology.delivery(rest)
+            try await amqp.publishConfirmed(message, exchange: BanditoreTopology.deliveriesExchange, routingKey: routingKey)
             logger.info("unfinished job handed back", metadata: ["recipients": "\(rest.recipients.count)"])
         }
         await writer.sync()
@@ -352,6 +436,14 @@ public final class Dispatcher: Service, Sendable {
     }
 
     private static let gaveUp = "gave up after "
+    /// How long the channel pauses on a flood signal that gives no hint (WhatsApp's 130429).
+    static let defaultFloodPause: Duration = .seconds(1)
+
+    /// Whether the provider drops a repeat of this send: WeChat's template sends carry the delivery's
+    /// `client_msg_id`. WhatsApp and Telegram offer no such key, and WeChat's custom (reply) sends none either.
+    static func providerDropsRepeat(channel: Channel, message: RenderedMessage, options: SendOptions) -> Bool {
+        channel == .wechat && message.kind == .template && options.idempotencyKey != nil
+    }
 
     private func send(_ recipient: Recipient, of job: DeliveryJob, logger: Logger) async -> FollowUp {
         // Cancelled meanwhile: the admin API has marked the unsent deliveries cancelled already.
@@ -361,11 +453,36 @@ public final class Dispatcher: Service, Sendable {
         }
         metrics.inFlight.record(sendsInFlight.wrappingAdd(1, ordering: .relaxed).newValue)
         let start = ContinuousClock.now
-        let outcome = await sender.send(message, to: recipient.address)
+        let options = SendOptions(
+            idempotencyKey: recipient.deliveryID.map(SendOptions.idempotencyKey(deliveryID:)),
+            paidBroadcast: job.rank == .urgent && paidRateLimiter != nil
+        )
+        let outcome = await sender.send(message, to: recipient.address, options: options)
         metrics.sendLatency.recordNanoseconds((ContinuousClock.now - start).wholeNanoseconds)
         metrics.inFlight.record(sendsInFlight.wrappingAdd(-1, ordering: .relaxed).newValue)
-        if case .failed(let failure) = outcome {
+        switch outcome {
+        case .failed(.unknownOutcome(let reason)):
+            // The provider may have taken it: the retry says whether it can deliver twice.
+            let dropsRepeat = Self.providerDropsRepeat(channel: job.channel, message: message, options: options)
+            logger.warning(
+                "send outcome unknown; retrying",
+                metadata: [
+                    "error": "\(reason)", "recipient": "\(Mask.address(recipient.address))",
+                    "delivery.id": "\(recipient.deliveryID.map(String.init) ?? "-")",
+                    "retry.may_repeat": "\(!dropsRepeat)",
+                ]
+            )
+        case .failed(.channelThrottled(let hint, let reason)):
+            // The provider's flood signal: the whole channel waits, on every replica.
+            do {
+                try await limiter(for: job.rank).pause(for: hint ?? Self.defaultFloodPause)
+            } catch {
+                logger.warning("channel pause not shared", metadata: ["error": "\(String(reflecting: error))", "reason": "\(reason)"])
+            }
+        case .failed(let failure):
             logger.debug("send failed", metadata: ["failure": "\(failure)", "recipient": "\(Mask.address(recipient.address))"])
+        case .sent:
+            break
         }
         return record(recipient, outcome, job)
     }
@@ -395,9 +512,9 @@ public final class Dispatcher: Service, Sendable {
                         code: code, reason: reason, at: Date()
                     )
                 )
-            case .transient(let reason), .auth(let reason):
+            case .transient(let reason), .auth(let reason), .unknownOutcome(let reason):
                 return retryOrGiveUp(recipient, job, hint: nil, reason: "\(failure.kind): \(reason)", write: write)
-            case .rateLimited(let hint, let reason):
+            case .rateLimited(let hint, let reason), .channelThrottled(let hint, let reason):
                 return retryOrGiveUp(recipient, job, hint: hint, reason: "rate_limited: \(reason)", write: write)
             }
         }
@@ -467,12 +584,11 @@ public final class Dispatcher: Service, Sendable {
             retry.recipients = batch.recipients
             retry.lastError = batch.reason
             let delay = Int(Double(RetryPolicy.delayMilliseconds(step: step)) * configuration.retryBackoffScale)
-            var message = try AMQPMessage.json(
-                encoding: retry, type: DeliveryJob.messageType, messageID: retry.id, priority: retry.urgent ? 9 : 0
-            )
+            var message = BanditoreTopology.delivery(retry).message
             message.properties.expiration = String(RetryPolicy.jittered(delay, atLeast: batch.hint))
             try await amqp.publishConfirmed(
-                message, exchange: BanditoreTopology.retryExchange, routingKey: "\(job.channel.rawValue).\(step)"
+                message, exchange: BanditoreTopology.retryExchange,
+                routingKey: BanditoreTopology.retryRoutingKey(job.channel, job.rank, step: step)
             )
             metrics.retried.increment(by: batch.recipients.count)
             logger.debug(
@@ -482,10 +598,4 @@ public final class Dispatcher: Service, Sendable {
         }
     }
 
-    private func publish(_ job: DeliveryJob, exchange: String, routingKey: String) async throws {
-        try await amqp.publishConfirmed(
-            try .json(encoding: job, type: DeliveryJob.messageType, messageID: job.id, priority: job.urgent ? 9 : 0),
-            exchange: exchange, routingKey: routingKey
-        )
-    }
 }

@@ -88,7 +88,7 @@ final class HTTP1Pool: Sendable {
                 // Waited too long for a connection: give it back unused rather than send a request already late
                 // (its answer would be thrown away while the provider acts on it).
                 release(channel, reusable: true)
-                throw HTTP1PoolError.timedOut
+                throw HTTP1PoolError.notSentInTime
             }
             let answer = HTTP1Exchange.Completion(channel.eventLoop.makePromise(of: HTTP1Exchange.Answer.self))
             let exchange = HTTP1Exchange(
@@ -262,12 +262,24 @@ enum HTTP1PoolError: Error, CustomStringConvertible, Equatable {
     case closedBeforeAnswer(String)
     /// The connection was closed after part of the answer came.
     case closedMidExchange
+    /// No answer within the time allowed, after the request was written.
     case timedOut
+    /// The time allowed ran out before the request was written (waiting for a connection): not sent.
+    case notSentInTime
     /// A request target or header that would break the request's framing (a line break in a token, say).
     case malformedRequest
     case responseTooLarge(Int)
     case shutDown
     case io(String)
+
+    /// Whether the request may have reached the provider and been acted on: it was written (or may have been) and
+    /// no answer came.
+    var outcomeUnknown: Bool {
+        switch self {
+        case .closedBeforeAnswer, .closedMidExchange, .timedOut, .io, .responseTooLarge: true
+        case .connect, .closedBeforeWriting, .notSentInTime, .malformedRequest, .shutDown: false
+        }
+    }
 
     var description: String {
         switch self {
@@ -276,6 +288,7 @@ enum HTTP1PoolError: Error, CustomStringConvertible, Equatable {
         case .closedBeforeAnswer(let reason): "connection closed before any answer (\(reason))"
         case .closedMidExchange: "connection closed before the whole answer came"
         case .timedOut: "no answer in time"
+        case .notSentInTime: "no connection in time; not sent"
         case .malformedRequest: "request target or header not well-formed; not sent"
         case .responseTooLarge(let cap): "answer over \(cap) bytes"
         case .shutDown: "the HTTP pool is shut down"
@@ -334,7 +347,7 @@ final class HTTP1ExchangeHandler: ChannelDuplexHandler {
         let exchange = unwrapOutboundIn(data)
         guard current == nil, context.channel.isActive, exchange.deadline > .now() else {
             let error: HTTP1PoolError =
-                current != nil ? .io("busy") : context.channel.isActive ? .timedOut : .closedBeforeWriting
+                current != nil ? .io("busy") : context.channel.isActive ? .notSentInTime : .closedBeforeWriting
             exchange.completion.complete(.failure(error))
             promise?.fail(error)
             return

@@ -1,33 +1,107 @@
+import DequeModule
 import Synchronization
 
-/// Per-recipient pacing: at most one message per `interval` to the same address (Telegram about 1 per second per
-/// chat, WhatsApp about 1 per 6 s per user). A bulletin reaches each address once; this spaces replies and retries.
+/// Per-recipient pacing inside a replica: at least `interval + margin` between two sends to the same address
+/// (Telegram about one a second per chat, WhatsApp one per 6 s per user), measured from the moment each send
+/// starts, after its wait for the channel's rate limit, not from when its turn was reserved.
+///
+/// A send takes the address with ``acquire(_:)`` (one send per address at a time; the others wait in order),
+/// waits for its rate-limit slot, and gives the address back with ``sent(_:)`` as it starts the request, or with
+/// ``release(_:)`` when it does not send. The margin absorbs what happens between the start of a request and its
+/// arrival at the provider.
 final class RecipientPacer: Sendable {
-    private struct State {
-        var next: [String: ContinuousClock.Instant] = [:]
-        var reservations = 0
+    private struct Entry {
+        var lastSend: ContinuousClock.Instant?
+        var busy = false
+        var waiters: Deque<CheckedContinuation<Void, Never>> = []
     }
+    private struct State {
+        var entries: [String: Entry] = [:]
+        var operations = 0
+    }
+
     let interval: Duration
+    let margin: Duration
     private let state = Mutex(State())
     private let clock = ContinuousClock()
 
-    init(interval: Duration) {
+    init(interval: Duration, margin: Duration = .milliseconds(250)) {
         self.interval = interval
+        self.margin = interval > .zero ? margin : .zero
     }
 
-    /// Reserves the address's next turn and waits for it.
-    func wait(for address: String) async throws {
-        guard interval > .zero else { return }
-        let now = clock.now
-        let turn = state.withLock { state -> ContinuousClock.Instant in
-            state.reservations += 1
-            if state.reservations % 4096 == 0 {  // forget addresses whose turn is long past
-                state.next = state.next.filter { $0.value > now }
-            }
-            let turn = max(state.next[address] ?? now, now)
-            state.next[address] = turn + interval
-            return turn
+    /// Whether the pacer does anything.
+    var isActive: Bool { interval > .zero }
+
+    /// Takes the address (waiting while another send of this replica has it) and waits until its pace allows a
+    /// send. Cancellation of the sleep gives it back and throws.
+    func acquire(_ address: String) async throws {
+        guard isActive else { return }
+        let mustWait = state.withLock { state -> Bool in
+            state.operations += 1
+            if state.operations % 4096 == 0 { forgetIdle(&state) }
+            if state.entries[address, default: Entry()].busy { return true }
+            state.entries[address, default: Entry()].busy = true
+            return false
         }
-        if turn > now { try await clock.sleep(until: turn) }
+        if mustWait {
+            // Resumed by the holder's `sent` or `release`, which hand the address over still busy.
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let handedOver = state.withLock { state -> Bool in
+                    if state.entries[address, default: Entry()].busy {
+                        state.entries[address, default: Entry()].waiters.append(continuation)
+                        return false
+                    }
+                    state.entries[address, default: Entry()].busy = true
+                    return true
+                }
+                if handedOver { continuation.resume() }
+            }
+        }
+        let last = state.withLock { $0.entries[address]?.lastSend }
+        if let last {
+            let turn = last + interval + margin
+            if turn > clock.now {
+                do {
+                    try await clock.sleep(until: turn)
+                } catch {
+                    release(address)
+                    throw error
+                }
+            }
+        }
+    }
+
+    /// The send to the address starts now: its pace counts from here.
+    func sent(_ address: String) {
+        guard isActive else { return }
+        handOver(address, sentAt: clock.now)
+    }
+
+    /// The address was taken but not sent to.
+    func release(_ address: String) {
+        guard isActive else { return }
+        handOver(address, sentAt: nil)
+    }
+
+    private func handOver(_ address: String, sentAt: ContinuousClock.Instant?) {
+        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            guard var entry = state.entries[address] else { return nil }
+            if let sentAt { entry.lastSend = sentAt }
+            let next = entry.waiters.popFirst()
+            entry.busy = next != nil  // handed to the next waiter as it is
+            state.entries[address] = entry
+            return next
+        }
+        next?.resume()
+    }
+
+    /// Forgets addresses nobody holds whose pace is long past.
+    private func forgetIdle(_ state: inout State) {
+        let now = clock.now
+        let horizon = interval + margin
+        state.entries = state.entries.filter { _, entry in
+            entry.busy || !entry.waiters.isEmpty || (entry.lastSend.map { now - $0 < horizon } ?? false)
+        }
     }
 }

@@ -24,7 +24,7 @@ public struct WhatsAppSender: ChannelSender {
         self.http = http
     }
 
-    public func send(_ message: RenderedMessage, to address: String) async -> SendOutcome {
+    public func send(_ message: RenderedMessage, to address: String, options: SendOptions) async -> SendOutcome {
         await perform(http) {
             switch message.kind {
             case .text:
@@ -56,10 +56,12 @@ public struct TelegramSender: ChannelSender {
         self.http = http
     }
 
-    public func send(_ message: RenderedMessage, to address: String) async -> SendOutcome {
+    public func send(_ message: RenderedMessage, to address: String, options: SendOptions) async -> SendOutcome {
         let chat: Telegram.ChatID = Int64(address).map { .id($0) } ?? .username(address)
         return await perform(http) {
-            try Telegram.sendMessage(token: botToken, chat: chat, text: message.text ?? "")
+            try Telegram.sendMessage(
+                token: botToken, chat: chat, text: message.text ?? "", paidBroadcast: options.paidBroadcast
+            )
         } decode: { status, body in
             Telegram.decodeSendResponse(status: status, body: body).map { Optional(String($0)) }
         }
@@ -78,25 +80,25 @@ public struct WeChatSender: ChannelSender {
         self.http = http
     }
 
-    public func send(_ message: RenderedMessage, to address: String) async -> SendOutcome {
+    public func send(_ message: RenderedMessage, to address: String, options: SendOptions) async -> SendOutcome {
         let token: String
         do {
             token = try await tokens.current()
         } catch {
             return .failed(Self.tokenFailure(error))
         }
-        let outcome = await send(message, to: address, token: token)
+        let outcome = await send(message, to: address, token: token, key: options.idempotencyKey)
         guard case .failed(.auth) = outcome else { return outcome }
         // Expired or replaced: renew once (another replica may have done it already) and try again.
         do {
             let renewed = try await tokens.renew(rejected: token)
-            return await send(message, to: address, token: renewed)
+            return await send(message, to: address, token: renewed, key: options.idempotencyKey)
         } catch {
             return .failed(Self.tokenFailure(error))
         }
     }
 
-    private func send(_ message: RenderedMessage, to address: String, token: String) async -> SendOutcome {
+    private func send(_ message: RenderedMessage, to address: String, token: String, key: String?) async -> SendOutcome {
         await perform(http) {
             switch message.kind {
             case .text:
@@ -104,7 +106,7 @@ public struct WeChatSender: ChannelSender {
             case .template:
                 try WeChat.template(
                     accessToken: token, openID: address, templateID: message.template ?? "",
-                    data: message.fields ?? [:], url: message.url
+                    data: message.fields ?? [:], url: message.url, clientMessageID: key
                 )
             }
         } decode: { status, body in
@@ -140,6 +142,8 @@ private func perform(
         case .success(let id): return .sent(providerMessageID: id)
         case .failure(let failure): return .failed(failure)
         }
+    } catch let error as HTTP1PoolError where error.outcomeUnknown {
+        return .failed(.unknownOutcome(reason: "\(error)"))
     } catch {
         return .failed(.transient(reason: "provider unreachable: \(error)"))
     }

@@ -1,4 +1,6 @@
+import BanditoreCore
 import BanditorePostgres
+import DequeModule
 import Logging
 
 /// A channel's rate limit shared by every dispatcher replica: a schedule of send slots kept in PostgreSQL.
@@ -10,8 +12,12 @@ import Logging
 /// A slot that its replica reaches more than half an interval late is dropped rather than used, so that a stalled
 /// replica cannot bunch its sends together afterwards.
 ///
-/// The configured rate is lowered by `headroom` (4% by default): the provider measures at its end, after network
-/// jitter, so running a hair under its limit keeps its 429s away.
+/// Inside a replica each slot goes, at its instant, to the highest rank waiting (``DeliveryRank``): an urgent
+/// bulletin's sends take every slot while they wait, replies the ones urgent work leaves, normal bulletins the rest.
+///
+/// The configured rate is lowered by `headroom` (2% by default): the provider measures at its end, after network
+/// jitter, so running a hair under its limit keeps its 429s away. The provider's flood signal (``pause(for:)``)
+/// moves the shared schedule past its hint for every replica.
 public actor SharedRateLimiter {
     public struct Configuration: Sendable, Hashable {
         /// The row's key: the channel, or channel and sender account.
@@ -23,7 +29,7 @@ public actor SharedRateLimiter {
         /// How much time's worth of slots one lease takes.
         public var leaseSeconds: Double
 
-        public init(key: String, ratePerSecond: Double?, headroom: Double = 0.04, leaseSeconds: Double = 0.1) {
+        public init(key: String, ratePerSecond: Double?, headroom: Double = 0.02, leaseSeconds: Double = 0.1) {
             self.key = key
             self.ratePerSecond = ratePerSecond.flatMap { $0 > 0 ? $0 : nil }
             self.headroom = min(max(headroom, 0), 0.5)
@@ -44,6 +50,13 @@ public actor SharedRateLimiter {
     private var lease: Task<Void, any Error>?
     private var prepared = false
     private var epochSamples: [ContinuousClock.Instant] = []
+    /// Callers waiting for a slot, per rank (index: the rank's raw value).
+    private var waiters: [Deque<CheckedContinuation<ContinuousClock.Instant, any Error>>] =
+        Array(repeating: [], count: DeliveryRank.allCases.count)
+    /// Hands slots to waiters while there are any.
+    private var distributor: Task<Void, Never>?
+    /// Slots before this instant belong to the schedule before the provider's flood signal.
+    private var pausedUntil: ContinuousClock.Instant?
 
     public init(configuration: Configuration, database: PostgresClient, logger: Logger) {
         self.configuration = configuration
@@ -51,22 +64,71 @@ public actor SharedRateLimiter {
         self.logger = logger
     }
 
-    /// Waits for the next send slot and returns its instant (at or just before now). Without a rate, returns at once.
+    /// Waits for a send slot and returns its instant (at or just before now): the next slot that no waiter of a
+    /// higher rank wants. Without a rate, returns at once.
     @discardableResult
-    public func acquire() async throws -> ContinuousClock.Instant {
+    public func acquire(rank: DeliveryRank = .normal) async throws -> ContinuousClock.Instant {
         guard let rate = configuration.effectiveRate else { return clock.now }
+        return try await withCheckedThrowingContinuation { continuation in
+            waiters[rank.rawValue].append(continuation)
+            if distributor == nil {
+                distributor = Task { await self.distribute(rate: rate) }
+            }
+        }
+    }
+
+    /// Gives each slot, at its instant, to the first waiter of the highest rank; ends when nobody waits.
+    private func distribute(rate: Double) async {
+        while waiters.contains(where: { !$0.isEmpty }) {
+            let slot: ContinuousClock.Instant
+            do {
+                slot = try await nextSlot(rate: rate)
+                if slot > clock.now { try await clock.sleep(until: slot) }
+            } catch {
+                for rank in waiters.indices {
+                    for waiter in waiters[rank] { waiter.resume(throwing: error) }
+                    waiters[rank].removeAll()
+                }
+                break
+            }
+            // Paused while this slot was awaited: it belongs to the schedule before the pause.
+            if let pausedUntil, slot < pausedUntil { continue }
+            guard let rank = waiters.firstIndex(where: { !$0.isEmpty }) else { break }
+            waiters[rank].removeFirst().resume(returning: slot)
+        }
+        distributor = nil
+    }
+
+    /// Moves the channel's shared schedule to at least `duration` from now, for every replica (the provider's
+    /// flood signal), and drops the slots this replica leased before it.
+    public func pause(for duration: Duration) async throws {
+        guard configuration.effectiveRate != nil, duration > .zero else { return }
+        slots = []
+        next = 0
+        pausedUntil = max(pausedUntil ?? clock.now, clock.now + duration)
+        try await database.query(
+            """
+            UPDATE rate_limits
+               SET next_slot_at = GREATEST(next_slot_at, clock_timestamp() + make_interval(secs => \(duration.inSeconds)))
+             WHERE channel = \(configuration.key)
+            """
+        )
+        logger.warning("channel paused on the provider's flood signal", metadata: ["pause.seconds": "\(duration.inSeconds)"])
+    }
+
+    /// The next leased slot that is not too late to use, leasing more when none is left.
+    private func nextSlot(rate: Double) async throws -> ContinuousClock.Instant {
         let interval = Duration.seconds(1 / rate)
         while true {
             while next < slots.count {
                 let slot = slots[next]
                 next += 1
-                let now = clock.now
-                if now > slot + interval / 2 { continue }  // too late to use without bunching
-                if slot > now { try await clock.sleep(until: slot) }
+                if let pausedUntil, slot < pausedUntil { continue }  // leased before a pause
+                if clock.now > slot + interval / 2 { continue }  // too late to use without bunching
                 return slot
             }
-            // One lease at a time per replica; callers arriving meanwhile wait for it. The lease installs its slots
-            // and clears itself on the actor before it completes, so a waiter that wakes finds them.
+            // One lease at a time per replica. The lease installs its slots and clears itself on the actor before
+            // it completes.
             if let lease {
                 _ = try? await lease.value
                 continue

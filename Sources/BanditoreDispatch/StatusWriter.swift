@@ -137,7 +137,7 @@ final class StatusWriter: Sendable {
                 UPDATE deliveries AS d
                    SET state = v.state,
                        provider_message_id = COALESCE(v.provider_message_id, d.provider_message_id),
-                       last_error = COALESCE(v.error, d.last_error),
+                       last_error = CASE WHEN v.state = 'sent' THEN NULL ELSE COALESCE(v.error, d.last_error) END,
                        attempts = d.attempts + v.attempts,
                        updated_at = now()
                   FROM unnest(\(order)::bigint[], \(rows.map(\.state))::text[],

@@ -121,7 +121,7 @@ extension ProviderSimulator {
         let drawn = draw(channel)
         let delay = drawn.delayMs
         switch drawn.fault {
-        case .none: break
+        case .none, .late: break
         case .timeout: return telegramError(502, "Bad Gateway").delayed(delay)
         case .error: return telegramError(500, "Internal Server Error").delayed(delay)
         }
@@ -139,19 +139,19 @@ extension ProviderSimulator {
             } else {
                 wait = s.takeGlobal(channel, now: now)
             }
-            if wait == nil {
-                wait = isPrivate
-                    ? s.takeRecipient("t|\(address)", rate: b.telegramChatMessagesPerSecond,
-                                      burst: Double(b.telegramChatBurst), now: now)
-                    : s.takeRecipient("t|\(address)", rate: b.telegramGroupMessagesPerMinute / 60,
-                                      burst: b.telegramGroupMessagesPerMinute, now: now)
-            }
             if let wait { return .throttled(wait) }
             if s.isUnknown(channel, address) { return .refused(400, "Bad Request: chat not found") }
             if s.isBlocked(channel, address) {
                 return .refused(403, isPrivate ? "Forbidden: bot was blocked by the user"
                                                : "Forbidden: bot was kicked from the channel chat")
             }
+            // The chat's own pace counts the messages it gets.
+            let chatWait = isPrivate
+                ? s.takeRecipient("t|\(address)", rate: b.telegramChatMessagesPerSecond,
+                                  burst: Double(b.telegramChatBurst), now: now)
+                : s.takeRecipient("t|\(address)", rate: b.telegramGroupMessagesPerMinute / 60,
+                                  burst: b.telegramGroupMessagesPerMinute, now: now)
+            if let chatWait { return .throttled(chatWait) }
             let messageID = s.nextCounter()
             let chatJSON: String
             switch chat {

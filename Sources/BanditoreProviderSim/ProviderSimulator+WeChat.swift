@@ -107,9 +107,13 @@ extension ProviderSimulator {
         guard !data.isEmpty, data.count == fields.count else {
             return reject(.wechat, "47001", wechatError(47001, "data format error"))
         }
+        let clientMessageID = send["client_msg_id"]?.string
+        if let clientMessageID, clientMessageID.utf8.count > 64 {
+            return reject(.wechat, "45067", wechatError(45067, "clientmsgid size out of limit"))
+        }
         return wechatSend(
             openID: openID, template: templateID, text: data.map { "\($0.0): \($0.1)" }.joined(separator: "\n"),
-            parameters: data.map { $0.1 }
+            parameters: data.map { $0.1 }, clientMessageID: clientMessageID
         )
     }
 
@@ -124,17 +128,27 @@ extension ProviderSimulator {
         }
     }
 
-    private func wechatSend(openID: String, template: String?, text: String, parameters: [String]?) -> SimResponse
-    {
+    private func wechatSend(
+        openID: String, template: String?, text: String, parameters: [String]?, clientMessageID: String? = nil
+    ) -> SimResponse {
         let channel = Channel.wechat
         let drawn = draw(channel)
         let delay = drawn.delayMs
-        if drawn.fault != .none { return wechatError(-1, "system error").delayed(delay) }
+        if drawn.fault == .error || drawn.fault == .timeout { return wechatError(-1, "system error").delayed(delay) }
 
         let now = now()
         // errcode, errmsg, msgid
         let outcome: (Int, String, String) = state.withLock { s in
             s.wechat.roll(now: now)
+            // "For the same openid and client_msg_id only one message is sent": a repeat within the window is
+            // answered as the first was, and not delivered again.
+            let repeatKey = clientMessageID.map { "\(openID)|\($0)" }
+            if let repeatKey, let first = s.wechatClientMessageIDs[repeatKey],
+                now - first.at < s.behaviour.wechatClientMessageIDWindowSeconds
+            {
+                s.recorder.count(channel) { $0.repeatsDropped += 1 }
+                return (0, "ok", first.msgID)
+            }
             if s.takeGlobal(channel, now: now) != nil {
                 s.recorder.count(channel) { $0.throttled += 1 }
                 return (45009, "api freq out of limit", "")
@@ -165,6 +179,13 @@ extension ProviderSimulator {
             }
             if template == nil { s.wechat.customSends += 1 } else { s.wechat.templateSends += 1 }
             let msgID = template == nil ? "" : String(2_800_000_000 + s.nextCounter())
+            if let repeatKey {
+                if s.wechatClientMessageIDs.count >= 100_000 {  // forget ids whose window is over
+                    let window = s.behaviour.wechatClientMessageIDWindowSeconds
+                    s.wechatClientMessageIDs = s.wechatClientMessageIDs.filter { now - $0.value.at < window }
+                }
+                s.wechatClientMessageIDs[repeatKey] = (now, msgID)
+            }
             s.recorder.record(
                 channel: channel, recipient: openID, kind: template == nil ? "text" : "template", text: text,
                 template: template, parameters: parameters, providerMessageID: msgID

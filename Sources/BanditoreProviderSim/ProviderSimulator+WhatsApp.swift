@@ -102,7 +102,7 @@ extension ProviderSimulator {
         let drawn = draw(channel)
         let delay = drawn.delayMs
         switch drawn.fault {
-        case .none: break
+        case .none, .late: break
         case .timeout:
             return whatsappError(
                 .serviceUnavailable, code: 131016, message: "(#131016) Service unavailable",
@@ -120,13 +120,20 @@ extension ProviderSimulator {
             if s.takeGlobal(channel, now: now) != nil {
                 return (.throttled(code: 130429), "", false)
             }
-            let pairInterval = s.behaviour.whatsappPairIntervalSeconds
-            let pairRate = pairInterval > 0 ? 1 / pairInterval : 0
-            if s.takeRecipient("w|\(to)", rate: pairRate, burst: Double(s.behaviour.whatsappPairBurst), now: now) != nil {
-                return (.throttled(code: 131056), "", false)
+            let inResponse = s.behaviour.whatsappFailuresInResponse
+            let refused =
+                s.isUnknown(channel, to) || s.isBlocked(channel, to)
+                || (templateName == nil && !s.windowOpen(channel, to, hours: 24, now: now))
+            // A request refused at once is no message to the user; one accepted (even to fail later) counts
+            // towards the pair's pace.
+            if !(refused && inResponse) {
+                let pairInterval = s.behaviour.whatsappPairIntervalSeconds
+                let pairRate = pairInterval > 0 ? 1 / pairInterval : 0
+                if s.takeRecipient("w|\(to)", rate: pairRate, burst: Double(s.behaviour.whatsappPairBurst), now: now) != nil {
+                    return (.throttled(code: 131056), "", false)
+                }
             }
             let wamid = "wamid.SIM\(instance)x\(s.nextCounter())"
-            let inResponse = s.behaviour.whatsappFailuresInResponse
             if s.isUnknown(channel, to) || s.isBlocked(channel, to) {
                 s.recorder.count(channel) { $0.rejected["131026", default: 0] += 1 }
                 return (.failed(code: 131026, title: "Message undeliverable",

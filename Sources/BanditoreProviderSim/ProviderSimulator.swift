@@ -67,6 +67,8 @@ public final class ProviderSimulator: Service, Sendable {
         case none
         case error
         case timeout
+        /// Accepted, the answer held past the client's timeout.
+        case late
     }
 
     /// Draws the fault of one call and how long to hold its answer: the latency, plus the timeout of a timeout
@@ -79,9 +81,14 @@ public final class ProviderSimulator: Service, Sendable {
             if s.rng.chance(b.tailShare) { latency += b.tailMs }
             let roll = Double.random(in: 0..<1, using: &s.rng)
             let fault: Fault =
-                roll < b.timeoutRate ? .timeout : roll < b.timeoutRate + b.errorRate ? .error : .none
+                roll < b.timeoutRate
+                ? .timeout
+                : roll < b.timeoutRate + b.errorRate ? .error : roll < b.timeoutRate + b.errorRate + b.lateRate ? .late : .none
             switch fault {
             case .none: break
+            case .late:
+                s.recorder.count(channel) { $0.lateAnswers += 1 }
+                latency += s.behaviour.timeoutSeconds * 1000
             case .error: s.recorder.count(channel) { $0.faults += 1 }
             case .timeout:
                 s.recorder.count(channel) { $0.timeouts += 1 }
@@ -106,6 +113,8 @@ public final class ProviderSimulator: Service, Sendable {
         family("banditore_sim_throttled_total", "Sends refused for a rate limit.") { $0.throttled }
         family("banditore_sim_faults_total", "Injected transient errors.") { $0.faults }
         family("banditore_sim_timeouts_total", "Injected timeouts.") { $0.timeouts }
+        family("banditore_sim_late_answers_total", "Sends accepted and answered after the timeout.") { $0.lateAnswers }
+        family("banditore_sim_repeats_dropped_total", "Repeated sends dropped by their client_msg_id.") { $0.repeatsDropped }
         family("banditore_sim_webhooks_total", "Citizen webhooks sent to ingest.") { $0.webhooksSent }
         out += "# HELP banditore_sim_rejected_total Sends refused, by the provider's code.\n"
         out += "# TYPE banditore_sim_rejected_total counter\n"
@@ -133,6 +142,8 @@ struct SimState: Sendable {
     var global: [Channel: TokenBucket] = [:]
     var telegramPaid: TokenBucket?
     var perRecipient = KeyedBuckets()
+    /// WeChat template sends by `openid|client_msg_id`: when they were taken and their msgid.
+    var wechatClientMessageIDs: [String: (at: Double, msgID: String)] = [:]
 
     // People.
     var blocked: [Channel: Set<String>]

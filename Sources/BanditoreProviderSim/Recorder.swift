@@ -31,6 +31,10 @@ public struct ChannelStats: Sendable, Codable, Hashable {
     /// Injected transient errors and timeouts.
     public var faults = 0
     public var timeouts = 0
+    /// Sends accepted whose answer was held past the client's timeout.
+    public var lateAnswers = 0
+    /// Repeated requests the provider dropped (WeChat's `client_msg_id`), answered as the first was.
+    public var repeatsDropped = 0
     /// Refusals for a rate limit, among `rejected`.
     public var throttled = 0
     /// Inbound webhooks sent by citizens the simulator played.

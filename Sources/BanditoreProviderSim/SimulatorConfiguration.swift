@@ -63,10 +63,13 @@ public struct SimulatorConfiguration: Sendable {
         public var wechat = ChannelBehaviour(messagesPerSecond: 0)
 
         public var whatsappPairIntervalSeconds = 6.0
-        public var whatsappPairBurst = 3
+        /// Messages to one user allowed at once before the pair interval applies: 1, strict as WhatsApp may be
+        /// (it tolerates bursts at times, never to rely on).
+        public var whatsappPairBurst = 1
         public var telegramPaidMessagesPerSecond = 1000.0
         public var telegramChatMessagesPerSecond = 1.0
-        public var telegramChatBurst = 3
+        /// Messages to one chat allowed at once before its pace applies: 1, strict.
+        public var telegramChatBurst = 1
         public var telegramGroupMessagesPerMinute = 20.0
 
         public var wechatTokenLifetimeSeconds = 7200
@@ -85,8 +88,10 @@ public struct SimulatorConfiguration: Sendable {
         /// A deterministic share of addresses that blocked the bot / do not exist.
         public var blockedShare = 0.0
         public var unknownShare = 0.0
-        /// How long a timeout fault holds the request before answering with a 5xx.
+        /// How long a timeout fault holds the request before answering with a 5xx, and a late answer its success.
         public var timeoutSeconds = 30.0
+        /// How long WeChat drops a repeated template send carrying the same `client_msg_id` to the same user.
+        public var wechatClientMessageIDWindowSeconds = 600.0
 
         public init() {}
 
@@ -116,6 +121,9 @@ public struct SimulatorConfiguration: Sendable {
         public var errorRate = 0.0
         /// Share of sends held for `timeoutSeconds` before an error.
         public var timeoutRate = 0.0
+        /// Share of sends accepted (the message is delivered) whose answer is held for `timeoutSeconds`: a client
+        /// that gives up and sends again delivers it twice, unless the provider drops the repeat.
+        public var lateRate = 0.0
         /// Added to every answer.
         public var latencyMs = 0.0
         /// Up to this much more, uniformly.
@@ -162,6 +170,7 @@ extension SimulatorConfiguration {
         b.rateLimits = reader.bool(forKey: "sim.rateLimits", default: b.rateLimits)
         let errorRate = reader.double(forKey: "sim.faults.errorRate", default: 0)
         let timeoutRate = reader.double(forKey: "sim.faults.timeoutRate", default: 0)
+        let lateRate = reader.double(forKey: "sim.faults.lateRate", default: 0)
         let latency = reader.double(forKey: "sim.latency.ms", default: 0)
         let jitter = reader.double(forKey: "sim.latency.jitterMs", default: 0)
         let tailShare = reader.double(forKey: "sim.latency.tailShare", default: 0)
@@ -174,6 +183,7 @@ extension SimulatorConfiguration {
             c.messagesPerSecond = reader.double(forKey: ConfigKey("\(key).\(rateKey)"), default: c.messagesPerSecond)
             c.errorRate = reader.double(forKey: ConfigKey("\(key).errorRate"), default: errorRate)
             c.timeoutRate = reader.double(forKey: ConfigKey("\(key).timeoutRate"), default: timeoutRate)
+            c.lateRate = reader.double(forKey: ConfigKey("\(key).lateRate"), default: lateRate)
             c.latencyMs = reader.double(forKey: ConfigKey("\(key).latencyMs"), default: latency)
             c.latencyJitterMs = reader.double(forKey: ConfigKey("\(key).latencyJitterMs"), default: jitter)
             c.tailShare = reader.double(forKey: ConfigKey("\(key).tailShare"), default: tailShare)
@@ -217,6 +227,9 @@ extension SimulatorConfiguration {
         b.blockedShare = reader.double(forKey: "sim.blockedShare", default: 0)
         b.unknownShare = reader.double(forKey: "sim.unknownShare", default: 0)
         b.timeoutSeconds = reader.double(forKey: "sim.faults.timeoutSeconds", default: b.timeoutSeconds)
+        b.wechatClientMessageIDWindowSeconds = reader.double(
+            forKey: "sim.wechat.clientMessageIdWindowSeconds", default: b.wechatClientMessageIDWindowSeconds
+        )
         behaviour = b
     }
 

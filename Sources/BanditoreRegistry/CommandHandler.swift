@@ -307,7 +307,8 @@ public struct CommandHandler: Sendable {
         )
         outcome.pendingReply = try Outbox.Entry(
             encoding: job, type: DeliveryJob.messageType, messageID: job.id,
-            exchange: BanditoreTopology.deliveriesExchange, routingKey: command.channel.rawValue
+            exchange: BanditoreTopology.deliveriesExchange,
+            routingKey: BanditoreTopology.deliveryRoutingKey(command.channel, .reply)
         )
         return outcome
     }

@@ -6,9 +6,12 @@ import BanditoreCore
 ///
 /// - `banditore.commands` (topic): `command.<channel>` → `registry.commands`, a quorum queue.
 /// - `banditore.bulletins` (direct): `bulletin.submitted` → `composer.bulletins`.
-/// - `banditore.deliveries` (direct): `<channel>` → `dispatch.<channel>`, a priority queue so urgent jobs overtake.
-/// - `banditore.retry` (direct): `<channel>.<step>` → `dispatch.<channel>.retry.<step>`, delay queues whose
-///   messages expire back into `banditore.deliveries` with routing key `<channel>`.
+/// - `banditore.deliveries` (direct), one queue per channel and rank (``DeliveryRank``): `<channel>` →
+///   `dispatch.<channel>` (normal bulletins), `<channel>.urgent` → `dispatch.<channel>.urgent` and
+///   `<channel>.replies` → `dispatch.<channel>.replies` (quorum queues, each with a consumer of its own in every
+///   dispatcher, so that urgent work and replies are taken at once whatever normal jobs a replica holds).
+/// - `banditore.retry` (direct): `<rank key>.<step>` → `<rank queue>.retry.<step>`, delay queues whose messages
+///   expire back into `banditore.deliveries` with their rank's routing key.
 /// - `banditore.dead` (direct): `<queue>` → `<queue>.dead`, for poison messages and exhausted retries.
 /// - `banditore.events` (topic): `delivery.*` and `recipient.unreachable` → `registry.events`.
 public enum BanditoreTopology {
@@ -28,9 +31,43 @@ public enum BanditoreTopology {
     /// Highest priority of a delivery job (urgent bulletins).
     public static let maxPriority: UInt8 = 9
 
+    /// The channel's queue of normal bulletins; its dead letters hold those of every rank.
     public static func dispatchQueue(_ channel: Channel) -> String { "dispatch.\(channel.rawValue)" }
+    /// The channel's queue of a rank.
+    public static func dispatchQueue(_ channel: Channel, _ rank: DeliveryRank) -> String {
+        switch rank {
+        case .normal: dispatchQueue(channel)
+        case .urgent: "dispatch.\(channel.rawValue).urgent"
+        case .reply: "dispatch.\(channel.rawValue).replies"
+        }
+    }
+    /// The routing key of a rank's jobs in `banditore.deliveries`.
+    public static func deliveryRoutingKey(_ channel: Channel, _ rank: DeliveryRank) -> String {
+        switch rank {
+        case .normal: channel.rawValue
+        case .urgent: "\(channel.rawValue).urgent"
+        case .reply: "\(channel.rawValue).replies"
+        }
+    }
     public static func retryQueue(_ channel: Channel, step: Int) -> String {
-        "dispatch.\(channel.rawValue).retry.\(step)"
+        retryQueue(channel, .normal, step: step)
+    }
+    public static func retryQueue(_ channel: Channel, _ rank: DeliveryRank, step: Int) -> String {
+        "\(dispatchQueue(channel, rank)).retry.\(step)"
+    }
+    /// The routing key of a rank's retries in `banditore.retry`.
+    public static func retryRoutingKey(_ channel: Channel, _ rank: DeliveryRank, step: Int) -> String {
+        "\(deliveryRoutingKey(channel, rank)).\(step)"
+    }
+
+    /// A delivery job as it is published to `banditore.deliveries`: the message (normal bulletins in a priority
+    /// queue at priority 0) and its rank's routing key. The one place that turns a job into its AMQP message.
+    public static func delivery(_ job: DeliveryJob) -> (message: AMQPMessage, routingKey: String) {
+        let message = AMQPMessage.json(
+            job.json(), type: DeliveryJob.messageType, messageID: job.id, correlationID: job.correlationID,
+            priority: job.urgent ? maxPriority : 0
+        )
+        return (message, deliveryRoutingKey(job.channel, job.rank))
     }
     public static func deadQueue(_ queue: String) -> String { "\(queue).dead" }
 
@@ -41,8 +78,8 @@ public enum BanditoreTopology {
         [registryCommands, deadQueue(registryCommands), registryEvents, deadQueue(registryEvents)]
     }
     public static func dispatchQueues(_ channel: Channel) -> [String] {
-        [dispatchQueue(channel), deadQueue(dispatchQueue(channel))]
-            + retryDelays.indices.map { retryQueue(channel, step: $0) }
+        DeliveryRank.allCases.map { dispatchQueue(channel, $0) } + [deadQueue(dispatchQueue(channel))]
+            + DeliveryRank.allCases.flatMap { rank in retryDelays.indices.map { retryQueue(channel, rank, step: $0) } }
     }
 
     /// Everything, as one declaration.
@@ -86,18 +123,27 @@ public enum BanditoreTopology {
         for channel in Channel.allCases {
             let queue = dispatchQueue(channel)
             consumed(queue, priority: maxPriority)
-            bindings.append(AMQPBinding(queue: queue, exchange: deliveriesExchange, routingKey: channel.rawValue))
-            for (step, delay) in retryDelays.enumerated() {
-                let retry = retryQueue(channel, step: step)
-                queues.append(
-                    AMQPQueue(
-                        name: retry, deadLetterExchange: deliveriesExchange, deadLetterRoutingKey: channel.rawValue,
-                        messageTTL: delay
+            for rank in DeliveryRank.allCases {
+                let rankQueue = dispatchQueue(channel, rank)
+                if rank != .normal {
+                    // Poison jobs of every rank go to the channel's one dead-letter queue.
+                    queues.append(
+                        AMQPQueue(
+                            name: rankQueue, deadLetterExchange: deadExchange, deadLetterRoutingKey: queue, type: .quorum
+                        )
                     )
-                )
-                bindings.append(
-                    AMQPBinding(queue: retry, exchange: retryExchange, routingKey: "\(channel.rawValue).\(step)")
-                )
+                }
+                let key = deliveryRoutingKey(channel, rank)
+                bindings.append(AMQPBinding(queue: rankQueue, exchange: deliveriesExchange, routingKey: key))
+                for (step, delay) in retryDelays.enumerated() {
+                    let retry = retryQueue(channel, rank, step: step)
+                    queues.append(
+                        AMQPQueue(name: retry, deadLetterExchange: deliveriesExchange, deadLetterRoutingKey: key, messageTTL: delay)
+                    )
+                    bindings.append(
+                        AMQPBinding(queue: retry, exchange: retryExchange, routingKey: retryRoutingKey(channel, rank, step: step))
+                    )
+                }
             }
         }
         return AMQPTopology(exchanges: exchanges, queues: queues, bindings: bindings)

@@ -124,22 +124,19 @@ public enum DeliveryFixtures {
                 bulletinID: bulletinID, channel: channel, urgent: urgent,
                 messages: [.italian: message ?? Self.message(channel)], recipients: Array(recipients[start..<end])
             )
-            // The message as the composer publishes it: its writer, properties and priority.
-            let body = AMQPMessage.json(
-                job.json(), type: DeliveryJob.messageType, messageID: job.id, correlationID: job.correlationID,
-                priority: urgent ? BanditoreTopology.maxPriority : 0
-            )
-            jobs.append(EncodedJob(job: job, message: body))
+            // The message as the composer publishes it.
+            jobs.append(EncodedJob(job: job, message: BanditoreTopology.delivery(job).message))
             start = end
         }
         return jobs
     }
 
-    /// Publishes encoded jobs to the deliveries exchange, routed by their channel, and waits for the confirms.
+    /// Publishes encoded jobs to the deliveries exchange, routed by their channel and rank, and waits for the confirms.
     public static func publish(_ amqp: AMQPConnection, _ jobs: [EncodedJob]) async throws {
         for encoded in jobs {
             try await amqp.publish(
-                encoded.message, exchange: BanditoreTopology.deliveriesExchange, routingKey: encoded.job.channel.rawValue
+                encoded.message, exchange: BanditoreTopology.deliveriesExchange,
+                routingKey: BanditoreTopology.delivery(encoded.job).routingKey
             )
         }
         try await amqp.waitForConfirms()

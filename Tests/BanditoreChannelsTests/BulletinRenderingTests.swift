@@ -34,6 +34,30 @@ struct BulletinRenderingTests {
             .validated(knownTopics: topics).urgency == .urgent)
     }
 
+    @Test("send_at: ISO 8601 with a time zone, fractions allowed; anything else is an error naming send_at")
+    func sendAt() throws {
+        func decode(_ sendAt: String) throws -> BulletinDraft {
+            try JSONDecoder().decode(
+                BulletinDraft.self,
+                from: Data(#"{"title":"T","body":{"it":"x"},"topics":["scuola"],"send_at":"\#(sendAt)"}"#.utf8)
+            )
+        }
+        #expect(try decode("2026-03-02T08:00:00+01:00").sendAt == Date(timeIntervalSince1970: 1_772_434_800))
+        #expect(try decode("2026-03-02T07:00:00.500Z").sendAt == Date(timeIntervalSince1970: 1_772_434_800.5))
+        for bad in ["domani", "2026-03-02", "2026-03-02T08:00:00", ""] {
+            do {
+                _ = try decode(bad)
+                Issue.record("\(bad) accepted")
+            } catch DecodingError.dataCorrupted(let context) {
+                #expect(context.codingPath.map(\.stringValue) == ["send_at"], "\(bad)")
+            }
+        }
+        // Encoded as it is read.
+        let draft = BulletinDraft(title: "T", body: ["it": "x"], topics: [], sendAt: Date(timeIntervalSince1970: 1_772_434_800))
+        let again = try JSONDecoder().decode(BulletinDraft.self, from: JSONEncoder().encode(draft))
+        #expect(again == draft)
+    }
+
     @Test("bad drafts name their field")
     func fields() {
         let base = BulletinDraft(title: "T", body: ["it": "Testo"], topics: ["scuola"])

@@ -129,7 +129,7 @@ struct TelegramCodecTests {
         let ok = #"{"ok":true,"result":{"message_id":42,"from":{"id":7770001,"is_bot":true,"first_name":"Comune"},"chat":{"id":123456789,"first_name":"Maria","type":"private"},"date":1767261600,"text":"Iscrizione attivata."}}"#
         #expect(try Telegram.decodeSendResponse(status: 200, body: bytes(ok)).get() == 42)
         let limited = #"{"ok":false,"error_code":429,"description":"Too Many Requests: retry after 7","parameters":{"retry_after":7}}"#
-        #expect(Telegram.decodeSendResponse(status: 429, body: bytes(limited)) == .failure(.rateLimited(retryAfter: .seconds(7), reason: "Too Many Requests: retry after 7")))
+        #expect(Telegram.decodeSendResponse(status: 429, body: bytes(limited)) == .failure(.channelThrottled(retryAfter: .seconds(7), reason: "Too Many Requests: retry after 7")))
         let blocked = #"{"ok":false,"error_code":403,"description":"Forbidden: bot was blocked by the user"}"#
         #expect(Telegram.decodeSendResponse(status: 403, body: bytes(blocked)) == .failure(.permanent(code: "403", reason: "Forbidden: bot was blocked by the user")))
         let bad = #"{"ok":false,"error_code":401,"description":"Unauthorized"}"#

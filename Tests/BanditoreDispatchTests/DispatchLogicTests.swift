@@ -1,4 +1,6 @@
+import BanditoreAMQP
 import BanditoreCore
+import BanditoreRuntime
 import Foundation
 import Testing
 
@@ -74,16 +76,116 @@ struct DispatchLogicTests {
         #expect(Mask.address("12") == "***")
     }
 
-    @Test("per-recipient pacing: the same address waits its interval, others do not")
+    @Test("per-recipient pacing: the same address waits its interval and margin from the start of its last send, others do not")
     func pacing() async throws {
-        let pacer = RecipientPacer(interval: .milliseconds(300))
+        let pacer = RecipientPacer(interval: .milliseconds(300), margin: .milliseconds(50))
         let clock = ContinuousClock()
         let start = clock.now
-        try await pacer.wait(for: "a")
-        try await pacer.wait(for: "b")
+        try await pacer.acquire("a")
+        try await pacer.acquire("b")
         #expect(clock.now - start < .milliseconds(250))
-        try await pacer.wait(for: "a")
-        #expect(clock.now - start >= .milliseconds(300))
+        // The send to "a" starts late (its wait for the rate limit): the pace counts from the send.
+        try await Task.sleep(for: .milliseconds(200))
+        let sentA = clock.now
+        pacer.sent("a")
+        pacer.sent("b")
+        try await pacer.acquire("a")
+        #expect(clock.now - sentA >= .milliseconds(350), "\(clock.now - sentA)")
+        pacer.release("a")
+        // Released without a send: the pace still counts from the last send.
+        try await pacer.acquire("a")
+        #expect(clock.now - sentA >= .milliseconds(350))
+        pacer.sent("a")
+    }
+
+    @Test("per-recipient pacing: a second send to an address held by a first waits for it, then for the pace")
+    func pacingSerialises() async throws {
+        let pacer = RecipientPacer(interval: .milliseconds(200), margin: .zero)
+        let clock = ContinuousClock()
+        try await pacer.acquire("a")
+        let second = Task {
+            try await pacer.acquire("a")
+            return clock.now
+        }
+        try await Task.sleep(for: .milliseconds(100))  // the first send waits for its slot
+        let sent = clock.now
+        pacer.sent("a")
+        let got = try await second.value
+        #expect(got - sent >= .milliseconds(200), "\(got - sent)")
+        pacer.sent("a")
+        // No interval: nothing is held.
+        let free = RecipientPacer(interval: .zero)
+        for _ in 0..<3 { try await free.acquire("a") }
+        #expect(!free.isActive)
+    }
+
+    @Test("the in-flight bound gives a free place to the highest rank waiting")
+    func semaphoreRanks() async throws {
+        let semaphore = AsyncSemaphore(limit: 1)
+        await semaphore.acquire()
+        let order = Order()
+        let normal = Task {
+            await semaphore.acquire(rank: .normal)
+            await order.add("normal")
+            semaphore.release()
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        let reply = Task {
+            await semaphore.acquire(rank: .reply)
+            await order.add("reply")
+            semaphore.release()
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        let urgent = Task {
+            await semaphore.acquire(rank: .urgent)
+            await order.add("urgent")
+            semaphore.release()
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        semaphore.release()
+        _ = await (normal.value, reply.value, urgent.value)
+        #expect(await order.items == ["urgent", "reply", "normal"])
+    }
+
+    actor Order {
+        var items: [String] = []
+        func add(_ item: String) { items.append(item) }
+    }
+
+    @Test("a job's rank: urgent bulletins, replies, normal bulletins; each rank its own queue and routing")
+    func ranks() {
+        let message = RenderedMessage.text("x")
+        let reply = DeliveryJob(channel: .telegram, messages: [.italian: message], recipients: [])
+        let urgent = DeliveryJob(bulletinID: UUID(), channel: .telegram, urgent: true, messages: [.italian: message], recipients: [])
+        let normal = DeliveryJob(bulletinID: UUID(), channel: .telegram, messages: [.italian: message], recipients: [])
+        #expect([urgent.rank, reply.rank, normal.rank] == [.urgent, .reply, .normal])
+        #expect(DeliveryRank.allCases.sorted() == [.urgent, .reply, .normal])
+        #expect(BanditoreTopology.delivery(urgent).routingKey == "telegram.urgent")
+        #expect(BanditoreTopology.delivery(reply).routingKey == "telegram.replies")
+        #expect(BanditoreTopology.delivery(normal).routingKey == "telegram")
+        #expect(BanditoreTopology.delivery(urgent).message.properties.priority == BanditoreTopology.maxPriority)
+        let topology = BanditoreTopology.all
+        for rank in DeliveryRank.allCases {
+            let queue = BanditoreTopology.dispatchQueue(.telegram, rank)
+            #expect(topology.bindings.contains { $0.queue == queue && $0.routingKey == BanditoreTopology.deliveryRoutingKey(.telegram, rank) })
+            // Each rank's retries come back to its own queue.
+            let retry = BanditoreTopology.retryQueue(.telegram, rank, step: 2)
+            #expect(topology.queues.first { $0.name == retry }?.deadLetterRoutingKey == BanditoreTopology.deliveryRoutingKey(.telegram, rank))
+        }
+        #expect(topology.queues.first { $0.name == "dispatch.telegram.urgent" }?.type == .quorum)
+        #expect(topology.queues.first { $0.name == "dispatch.telegram.urgent" }?.deadLetterRoutingKey == "dispatch.telegram")
+        #expect(BanditoreTopology.retryQueue(.telegram, step: 1) == "dispatch.telegram.retry.1")
+    }
+
+    @Test("only WeChat's template sends with a delivery's key can be dropped as repeats; the key is the delivery's")
+    func repeats() {
+        let options = SendOptions(idempotencyKey: SendOptions.idempotencyKey(deliveryID: 42))
+        #expect(options.idempotencyKey == "banditore-d42")
+        let template = RenderedMessage.wechatTemplate("t", fields: ["a": "b"])
+        #expect(Dispatcher.providerDropsRepeat(channel: .wechat, message: template, options: options))
+        #expect(!Dispatcher.providerDropsRepeat(channel: .wechat, message: template, options: SendOptions()))
+        #expect(!Dispatcher.providerDropsRepeat(channel: .wechat, message: .text("x"), options: options))
+        #expect(!Dispatcher.providerDropsRepeat(channel: .telegram, message: .text("x"), options: options))
     }
 
     @Test("the in-flight bound: no more than the limit hold a permit at once")

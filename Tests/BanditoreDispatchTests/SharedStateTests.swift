@@ -63,6 +63,91 @@ struct RateLimitTimingTests {
         for replica in replicas { _ = replica }
         await client.close()
     }
+
+    @Test("ranks: once urgent senders wait, every slot goes to them until they are done; normal ones resume after")
+    func slotsGoToTheHighestRank() async throws {
+        let client = try await IsolatedServers.make("it_rate_ranks").migratedDatabase(logger: logger)
+        let limiter = SharedRateLimiter(
+            configuration: .init(key: "telegram", ratePerSecond: 40, headroom: 0), database: client, logger: logger
+        )
+        let log = RankLog()
+        let clock = ContinuousClock()
+        let stop = StopFlag()
+        try await withThrowingTaskGroup { group in
+            for _ in 0..<8 {  // a normal bulletin's senders keep asking
+                group.addTask {
+                    while !stop.isSet {
+                        log.add(.normal, try await limiter.acquire(rank: .normal))
+                    }
+                }
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            let urgentStart = clock.now
+            try await withThrowingTaskGroup { urgent in
+                for _ in 0..<4 {
+                    urgent.addTask { for _ in 0..<10 { log.add(.urgent, try await limiter.acquire(rank: .urgent)) } }
+                }
+                try await urgent.waitForAll()
+            }
+            let urgentEnd = clock.now
+            try await Task.sleep(for: .milliseconds(300))
+            stop.set()
+            try await group.waitForAll()
+            let slots = log.all
+            let urgentSlots = slots.filter { $0.rank == .urgent }.map(\.slot)
+            #expect(urgentSlots.count == 40)
+            // 40 slots at 40/s: about a second; and no normal slot in between once the urgent ones asked.
+            #expect(urgentEnd - urgentStart < .milliseconds(1300), "\(urgentEnd - urgentStart)")
+            let firstUrgent = urgentSlots.min()!
+            let lastUrgent = urgentSlots.max()!
+            let normalInside = slots.filter { $0.rank == .normal && $0.slot > firstUrgent && $0.slot < lastUrgent }
+            #expect(normalInside.isEmpty, "\(normalInside.count) normal slots while urgent senders waited")
+            #expect(slots.contains { $0.rank == .normal && $0.slot > lastUrgent }, "normal senders resume")
+        }
+        await client.close()
+    }
+
+    @Test("a flood signal on one replica pauses the channel's schedule for every replica")
+    func pauseIsShared() async throws {
+        let client = try await IsolatedServers.make("it_rate_pause").migratedDatabase(logger: logger)
+        let configuration = SharedRateLimiter.Configuration(key: "telegram", ratePerSecond: 20, headroom: 0)
+        let first = SharedRateLimiter(configuration: configuration, database: client, logger: logger)
+        let second = SharedRateLimiter(
+            configuration: configuration, database: try PostgresClient(url: client.configuration.url, logger: logger),
+            logger: logger
+        )
+        let clock = ContinuousClock()
+        for _ in 0..<5 {
+            try await first.acquire()
+            try await second.acquire()
+        }
+        try await first.pause(for: .seconds(1))
+        let paused = clock.now
+        // The other replica may still use the slots it leased before (a tenth of a second's worth), then none
+        // until the pause is over.
+        var late: [ContinuousClock.Instant] = []
+        for _ in 0..<6 { late.append(try await second.acquire()) }
+        let afterPause = late.filter { $0 - paused >= .milliseconds(950) }
+        #expect(afterPause.count >= 4, "\(late.map { $0 - paused })")
+        #expect(try await first.acquire() - paused >= .milliseconds(950))
+        await client.close()
+    }
+}
+
+final class StopFlag: Sendable {
+    private let flag = Atomic<Bool>(false)
+    func set() { flag.store(true, ordering: .relaxed) }
+    var isSet: Bool { flag.load(ordering: .relaxed) }
+}
+
+final class RankLog: Sendable {
+    struct Entry: Sendable {
+        var rank: DeliveryRank
+        var slot: ContinuousClock.Instant
+    }
+    private let entries = Mutex<[Entry]>([])
+    func add(_ rank: DeliveryRank, _ slot: ContinuousClock.Instant) { entries.withLock { $0.append(Entry(rank: rank, slot: slot)) } }
+    var all: [Entry] { entries.withLock { $0 } }
 }
 
 /// The state dispatcher replicas share through PostgreSQL: the rate-limit schedule, the access token, the

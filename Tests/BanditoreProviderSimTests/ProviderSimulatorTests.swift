@@ -29,8 +29,8 @@ struct ProviderSimulatorTests {
             #expect((error["message"] as? String)?.hasPrefix("(#130429)") == true)
             #expect((error["error_data"] as? [String: Any])?["messaging_product"] as? String == "whatsapp")
             #expect(error["fbtrace_id"] is String)
-            guard case .failure(.rateLimited) = WhatsApp.decodeSendResponse(status: first.status, body: first.bytes) else {
-                Issue.record("130429 not classified as rate limited")
+            guard case .failure(.channelThrottled) = WhatsApp.decodeSendResponse(status: first.status, body: first.bytes) else {
+                Issue.record("130429 not classified as the channel's throttle")
                 return
             }
         }
@@ -40,8 +40,9 @@ struct ProviderSimulatorTests {
         try await withSimulator { _, client in
             var answers: [SimClient.Answer] = []
             for _ in 0..<5 { answers.append(try await client.whatsappTemplate(to: "393470000001")) }
-            #expect(answers.prefix(3).allSatisfy { $0.status == 200 })
-            let refused = answers[3]
+            // Strict by default: no burst, a second message to the user within 6 s is refused.
+            #expect(answers.map(\.status) == [200, 400, 400, 400, 400])
+            let refused = answers[1]
             #expect(refused.status == 400)
             #expect((refused.json["error"] as? [String: Any])?["code"] as? Int == 131056)
             #expect(
@@ -74,17 +75,28 @@ struct ProviderSimulatorTests {
             #expect(answer.json["description"] as? String == "Too Many Requests: retry after \(retryAfter)")
             #expect(
                 Telegram.decodeSendResponse(status: answer.status, body: answer.bytes)
-                    == .failure(.rateLimited(retryAfter: .seconds(retryAfter), reason: "Too Many Requests: retry after \(retryAfter)"))
+                    == .failure(.channelThrottled(retryAfter: .seconds(retryAfter), reason: "Too Many Requests: retry after \(retryAfter)"))
             )
             #expect(simulator.stats().channels["telegram"]?.throttled == 40 - ok)
         }
     }
 
-    @Test func telegramPerChatLimitHoldsAfterItsBurst() async throws {
+    @Test func telegramPerChatLimitHoldsWithNoBurstByDefault() async throws {
         try await withSimulator { _, client in
             var statuses: [Int] = []
             for _ in 0..<5 { statuses.append(try await client.telegram(chat: "123456789").status) }
+            #expect(statuses == [200, 429, 429, 429, 429])
+        }
+        // A burst stays an option.
+        try await withSimulator({ $0.behaviour.telegramChatBurst = 3; $0.behaviour.whatsappPairBurst = 2 }) { _, client in
+            var statuses: [Int] = []
+            for _ in 0..<5 { statuses.append(try await client.telegram(chat: "123456789").status) }
             #expect(statuses == [200, 200, 200, 429, 429])
+            var whatsapp: [Int] = []
+            for _ in 0..<3 { whatsapp.append(try await client.whatsappTemplate(to: "393470000001").status) }
+            #expect(whatsapp == [200, 200, 400])
+        }
+        try await withSimulator { _, client in
             // Paid broadcasts have their own, higher account limit; the per-chat pace still holds.
             let other = try await client.telegram(chat: "123456790", extra: ",\"allow_paid_broadcast\":true")
             #expect(other.status == 200)
@@ -98,6 +110,44 @@ struct ProviderSimulatorTests {
                 #expect(answer.status == 200)
             }
             #expect(simulator.stats().channels["telegram"]?.accepted == 50)
+        }
+    }
+
+    // MARK: Repeats
+
+    @Test("WeChat drops a template send repeating a user's client_msg_id within its window, answering as the first time")
+    func wechatClientMessageID() async throws {
+        try await withSimulator({ $0.behaviour.wechatClientMessageIDWindowSeconds = 1 }) { simulator, client in
+            let token = try await client.wechatToken()
+            let first = try await client.wechatTemplate(token: token, to: "oA", clientMessageID: "banditore-d1")
+            let again = try await client.wechatTemplate(token: token, to: "oA", clientMessageID: "banditore-d1")
+            #expect(first.json["errcode"] as? Int == 0 && again.json["errcode"] as? Int == 0)
+            #expect(first.json["msgid"] as? Int != nil && first.json["msgid"] as? Int == again.json["msgid"] as? Int)
+            // Another user, another id, or none: each sent.
+            #expect(try await client.wechatTemplate(token: token, to: "oB", clientMessageID: "banditore-d1").json["errcode"] as? Int == 0)
+            #expect(try await client.wechatTemplate(token: token, to: "oA", clientMessageID: "banditore-d2").json["errcode"] as? Int == 0)
+            #expect(try await client.wechatTemplate(token: token, to: "oA").json["errcode"] as? Int == 0)
+            var stats = try #require(simulator.stats().channels["wechat"])
+            #expect(stats.accepted == 4 && stats.repeatsDropped == 1, "\(stats)")
+            // After the window the same id sends again; an id over 64 bytes is refused.
+            try await Task.sleep(for: .milliseconds(1100))
+            #expect(try await client.wechatTemplate(token: token, to: "oA", clientMessageID: "banditore-d1").json["errcode"] as? Int == 0)
+            let long = try await client.wechatTemplate(token: token, to: "oA", clientMessageID: String(repeating: "x", count: 65))
+            #expect(long.json["errcode"] as? Int == 45067)
+            stats = try #require(simulator.stats().channels["wechat"])
+            #expect(stats.accepted == 5 && stats.repeatsDropped == 1, "\(stats)")
+        }
+    }
+
+    @Test("a late answer: the message is taken, the answer held for the timeout")
+    func lateAnswer() async throws {
+        try await withSimulator({ $0.behaviour.telegram.lateRate = 1; $0.behaviour.timeoutSeconds = 0.3 }) { simulator, client in
+            let start = ContinuousClock.now
+            let answer = try await client.telegram(chat: "42")
+            #expect(answer.status == 200)
+            #expect(ContinuousClock.now - start >= .milliseconds(300))
+            let stats = try #require(simulator.stats().channels["telegram"])
+            #expect(stats.accepted == 1 && stats.lateAnswers == 1)
         }
     }
 

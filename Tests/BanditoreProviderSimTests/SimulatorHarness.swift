@@ -97,10 +97,11 @@ struct SimClient: Sendable {
         return answer.json["access_token"] as? String ?? ""
     }
 
-    func wechatTemplate(token: String, to: String) async throws -> Answer {
-        try await send(
+    func wechatTemplate(token: String, to: String, clientMessageID: String? = nil) async throws -> Answer {
+        let key = clientMessageID.map { "\"client_msg_id\":\"\($0)\"," } ?? ""
+        return try await send(
             .POST, "/cgi-bin/message/template/send?access_token=\(token)",
-            json: "{\"touser\":\"\(to)\",\"template_id\":\"Xk3vExampleTpl\",\"data\":{\"thing1\":{\"value\":\"Allerta meteo\"}}}"
+            json: "{\(key)\"touser\":\"\(to)\",\"template_id\":\"Xk3vExampleTpl\",\"data\":{\"thing1\":{\"value\":\"Allerta meteo\"}}}"
         )
     }
 

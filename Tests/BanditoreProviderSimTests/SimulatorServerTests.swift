@@ -32,8 +32,8 @@ struct SimulatorServerTests {
                 return (Int(response.status.code), Array(try await response.body.collect(upTo: 1 << 20).readableBytesView))
             }
             // The request a dispatcher builds with the Channels codec, sent to the simulator's base URL.
-            let send = try Telegram.sendMessage(token: "7770001:sim-telegram-token", chat: .id(123), text: "Mensa chiusa")
-            for _ in 0..<2 {  // twice on one kept-alive connection
+            for chat in [123, 124] {  // twice on one kept-alive connection (two chats: one message a second each)
+                let send = try Telegram.sendMessage(token: "7770001:sim-telegram-token", chat: .id(Int64(chat)), text: "Mensa chiusa")
                 let (status, body) = try await call(.POST, send.path, send.body, headers: send.headers.map { ($0.key, $0.value) })
                 #expect(status == 200)
                 guard case .success = Telegram.decodeSendResponse(status: status, body: body) else {
@@ -55,6 +55,7 @@ struct SimulatorServerTests {
             }
             #expect(wamid.hasPrefix("wamid."))
 
+            let send = try Telegram.sendMessage(token: "7770001:sim-telegram-token", chat: .id(125), text: "Mensa chiusa")
             let (tooLarge, _) = try await call(.POST, send.path, Array(repeating: 0x20, count: (1 << 20) + 1))
             #expect(tooLarge == 413)
             #expect(try await call(.GET, "/healthz").0 == 200)

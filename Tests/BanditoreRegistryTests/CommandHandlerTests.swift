@@ -82,7 +82,7 @@ struct CommandHandlerTests {
             "SELECT message_id, routing_key, body FROM outbox WHERE id = \(outbox.id)"
         ).rows[0].decode(String.self, String.self, PostgresBytes.self)
         #expect(stored.0 == reply.id)
-        #expect(stored.1 == "whatsapp")
+        #expect(stored.1 == "whatsapp.replies", "replies go to the channel's replies queue")
         #expect(try JSONDecoder().decode(DeliveryJob.self, from: Data(stored.2.bytes)) == reply)
 
         // The provider retries the same message: no second effect, no second reply.

@@ -135,6 +135,7 @@ struct BulletinTests {
             (#"{"body":{"it":"x"},"topics":["farmacie"]}"#, 400, "title"),
             (#"{"title":"T","body":{"it":"x"},"topics":"farmacie"}"#, 400, "topics"),
             (#"{"title":"T","body":{"it":"x"},"topics":["farmacie"],"urgency":"soon"}"#, 422, "urgency"),
+            (#"{"title":"T","body":{"it":"x"},"topics":["farmacie"],"send_at":"domani alle 8"}"#, 400, "send_at"),
         ] {
             let (got, body) = try await post(town, json)
             #expect(got == status, "\(json): \(body)")

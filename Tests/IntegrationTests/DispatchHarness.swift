@@ -195,3 +195,9 @@ extension ISO8601DateFormatter {
         return formatter
     }()
 }
+
+/// The value of one series in a Prometheus text page (`name{labels}` as written there), or nil when it is absent.
+func metricValue(_ page: String, _ series: String) -> Double? {
+    page.split(separator: "\n").first { $0.hasPrefix(series + " ") }.flatMap { $0.split(separator: " ").last }
+        .flatMap { Double($0) }
+}

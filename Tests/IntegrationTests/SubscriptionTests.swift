@@ -599,10 +599,10 @@ struct SubscriptionTests {
             return (try? row?.decode(Int.self, at: 0)) == 1
         }
         #expect(registered, "\(registry.log.suffix(2000))")
-        // The reply waits in the Telegram queue (no dispatcher here): exactly one.
+        // The reply waits in the Telegram replies queue (no dispatcher here): exactly one.
         let replies = await eventually(timeout: .seconds(10)) {
             let connection = try? await AMQPConnection.connect(url: broker.url, logger: harness.logger)
-            let count = try? await connection?.inspectQueue(BanditoreTopology.dispatchQueue(.telegram)).messageCount
+            let count = try? await connection?.inspectQueue(BanditoreTopology.dispatchQueue(.telegram, .reply)).messageCount
             await connection?.close()
             return count == 1
         }

@@ -17,12 +17,12 @@ struct Bench: AsyncParsableCommand {
         commandName: "banditore-bench",
         abstract: "Throughput of Banditore's AMQP and PostgreSQL modules.",
         subcommands: [
-            Publish.self, Consume.self, DeleteQueues.self, Copy.self, Stream.self, Dispatch.self, Codecs.self,
+            Publish.self, Consume.self, DeleteQueues.self, Copy.self, Stream.self, Dispatch.self, Urgent.self, Codecs.self,
         ]
     )
 }
 
-private let logger = Logger(label: "bench")
+let logger = Logger(label: "bench")
 
 private func rate(_ count: Int, since start: ContinuousClock.Instant) -> String {
     let elapsed = ContinuousClock.now - start

@@ -1,0 +1,89 @@
+import BanditorePostgres
+import BanditoreCore
+import Synchronization
+
+/// The per-recipient pace of a channel shared by every dispatcher replica, in `recipient_pace`: a send claims its
+/// address as it starts, for `hold` (the interval and its margin); an address another replica holds is not sent to
+/// until it is free. Claims that arrive while a statement is under way go together in the next one, so the database
+/// sees one statement per batch of sends however fast the channel goes.
+final class SharedRecipientPace: Sendable {
+    private struct Pending {
+        var address: String
+        var continuation: CheckedContinuation<Duration?, any Error>
+    }
+    private struct State {
+        var pending: [Pending] = []
+        var flushing = false
+    }
+
+    let channel: String
+    let hold: Duration
+    private let database: PostgresClient
+    private let state = Mutex(State())
+
+    init(channel: String, hold: Duration, database: PostgresClient) {
+        self.channel = channel
+        self.hold = hold
+        self.database = database
+    }
+
+    /// Claims the address for a send starting now: nil when it is this replica's, else how long until it is free.
+    func claim(_ address: String) async throws -> Duration? {
+        try await withCheckedThrowingContinuation { continuation in
+            let start = state.withLock { state -> Bool in
+                state.pending.append(Pending(address: address, continuation: continuation))
+                if state.flushing { return false }
+                state.flushing = true
+                return true
+            }
+            if start { Task { await self.flush() } }
+        }
+    }
+
+    /// Runs one statement for every claim waiting, until none is.
+    private func flush() async {
+        while true {
+            let batch = state.withLock { state -> [Pending] in
+                let batch = state.pending
+                state.pending.removeAll(keepingCapacity: true)
+                if batch.isEmpty { state.flushing = false }
+                return batch
+            }
+            guard !batch.isEmpty else { return }
+            do {
+                let answers = try await claimAll(Array(Set(batch.map(\.address))))
+                for pending in batch { pending.continuation.resume(returning: answers[pending.address] ?? nil) }
+            } catch {
+                for pending in batch { pending.continuation.resume(throwing: error) }
+            }
+        }
+    }
+
+    /// One statement: each address free now is claimed for `hold`; for the others, how long until they are free.
+    private func claimAll(_ addresses: [String]) async throws -> [String: Duration?] {
+        let rows = try await database.query(
+            """
+            WITH input AS (SELECT unnest(\(addresses)::text[]) AS address),
+            claimed AS (
+                INSERT INTO recipient_pace AS p (channel, address, free_at)
+                SELECT \(channel), address, clock_timestamp() + make_interval(secs => \(hold.inSeconds)) FROM input
+                ON CONFLICT (channel, address) DO UPDATE SET free_at = EXCLUDED.free_at
+                 WHERE p.free_at <= clock_timestamp()
+                RETURNING p.address
+            )
+            SELECT i.address, c.address IS NOT NULL,
+                   GREATEST(COALESCE(EXTRACT(EPOCH FROM p.free_at - clock_timestamp())::float8, 0), 0)
+              FROM input i
+              LEFT JOIN claimed c ON c.address = i.address
+              LEFT JOIN recipient_pace p ON p.channel = \(channel) AND p.address = i.address
+            """
+        ).rows
+        var out: [String: Duration?] = [:]
+        for row in rows {
+            let (address, granted, wait) = try row.decode(String.self, Bool.self, Double.self)
+            // A claim refused with its holder's time already past (it ended between the two reads): a short wait.
+            out[address] = granted ? Duration?.none : .some(.milliseconds(max(Int(wait * 1000), 10)))
+        }
+        return out
+    }
+}
