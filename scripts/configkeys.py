@@ -1,4 +1,5 @@
-"""The configuration the services read, taken from the code, and the tables of the README that document it.
+"""The configuration the services read, taken from the code, and the tables of the README and docs/configuration.md
+that document it.
 
 Used by scripts/check-config (README against code) and scripts/check-compose (docker-compose.yml against code).
 Keys are read with swift-configuration (`reader.int(forKey: "dispatch.maxInFlight", default: 64)`); its
@@ -81,10 +82,21 @@ def read_by_code():
     return found
 
 
+# Where the configuration tables live: the README (what every service reads) and docs/configuration.md (the rest).
+DOCUMENTS = ["README.md", os.path.join("docs", "configuration.md")]
+
+
 def documented_in_readme():
-    """[(line number, [VARIABLE, …], default cell)] of the README's `| variable | default | … |` tables."""
+    """[("file:line", [VARIABLE, …], default cell)] of the `| variable | default | … |` tables of DOCUMENTS."""
     rows = []
-    for number, line in enumerate(open(os.path.join(ROOT, "README.md"), encoding="utf-8"), 1):
+    for document in DOCUMENTS:
+        rows += _documented_in(document)
+    return rows
+
+
+def _documented_in(document):
+    rows = []
+    for number, line in enumerate(open(os.path.join(ROOT, document), encoding="utf-8"), 1):
         if not line.startswith("| `"):
             continue
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
@@ -104,5 +116,5 @@ def documented_in_readme():
                 variables += [name.replace("<CHANNEL>", channel.upper()) for channel in CHANNELS]
             else:
                 variables.append(name)
-        rows.append((number, variables, cells[1]))
+        rows.append((f"{document}:{number}", variables, cells[1]))
     return rows
