@@ -155,6 +155,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTLS", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -285,7 +286,7 @@ let package = Package(
             name: "BanditoreDispatchTests",
             dependencies: [
                 "BanditoreDispatch", "BanditoreCore", "BanditoreStore", "BanditoreTesting", "BanditoreRuntime",
-                "BanditoreAMQP",
+                "BanditoreAMQP", .product(name: "NIOSSL", package: "swift-nio-ssl"),
             ],
             swiftSettings: swiftSettings
         ),

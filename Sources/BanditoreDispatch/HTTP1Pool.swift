@@ -3,6 +3,7 @@ import NIOCore
 import NIOHTTP1
 import NIOPosix
 import NIOSSL
+import NIOTLS
 import Synchronization
 
 /// Keep-alive HTTP/1.1 connections to one origin (`http` or `https`), at most `maxConnections` open, one exchange
@@ -55,7 +56,8 @@ final class HTTP1Pool: Sendable {
     init(
         origin: Origin, maxConnections: Int, connectTimeout: TimeAmount = .seconds(5),
         maxResponseBytes: Int = 1 << 20, maxIdle: TimeAmount = .seconds(20),
-        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        tlsConfiguration: TLSConfiguration = .makeClientConfiguration()
     ) throws {
         self.origin = origin
         self.maxIdle = maxIdle
@@ -63,7 +65,7 @@ final class HTTP1Pool: Sendable {
         self.connectTimeout = connectTimeout
         self.maxResponseBytes = maxResponseBytes
         self.group = group
-        self.ssl = origin.tls ? try NIOSSLContext(configuration: .makeClientConfiguration()) : nil
+        self.ssl = origin.tls ? try NIOSSLContext(configuration: tlsConfiguration) : nil
         let defaultPort = origin.tls ? 443 : 80
         self.hostHeader = origin.port == defaultPort ? origin.host : "\(origin.host):\(origin.port)"
     }
@@ -209,16 +211,25 @@ final class HTTP1Pool: Sendable {
     private func connect() async throws -> any Channel {
         let ssl = self.ssl
         let host = origin.host
+        // The TLS handshake is part of connecting: a server the trust roots do not vouch for fails here, before any
+        // request is written (nothing sent), not as an unknown outcome of the first request.
+        let handshake = HandshakeBox()
+        let timeout = connectTimeout
         do {
-            return try await ClientBootstrap(group: group)
+            let channel = try await ClientBootstrap(group: group)
                 .connectTimeout(connectTimeout)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let ssl {
+                            // An IP address is no server name for SNI; the certificate is still checked against it.
+                            let name = host.first.map { $0.isNumber || $0 == "[" } == true ? nil : host
                             try channel.pipeline.syncOperations.addHandler(
-                                try NIOSSLClientHandler(context: ssl, serverHostname: host)
+                                try NIOSSLClientHandler(context: ssl, serverHostname: name)
                             )
+                            let watcher = TLSHandshakeWatcher(eventLoop: channel.eventLoop, timeout: timeout)
+                            handshake.future.withLock { $0 = watcher.done }
+                            try channel.pipeline.syncOperations.addHandler(watcher)
                         }
                         try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
                         try channel.pipeline.syncOperations.addHandler(HTTP1ExchangeHandler())
@@ -226,6 +237,15 @@ final class HTTP1Pool: Sendable {
                 }
                 .connect(host: origin.host, port: origin.port)
                 .get()
+            if let done = handshake.future.withLock({ $0 }) {
+                do {
+                    try await done.get()
+                } catch {
+                    channel.close(promise: nil)
+                    throw error
+                }
+            }
+            return channel
         } catch {
             release(nil, reusable: false)
             throw HTTP1PoolError.connect("\(error)")
@@ -250,6 +270,59 @@ final class HTTP1Pool: Sendable {
         }
         if close { channel?.close(promise: nil) }
         if let waiter, let grant { waiter.resume(returning: grant) }
+    }
+}
+
+/// Where the connection's initializer leaves the future of its TLS handshake.
+private final class HandshakeBox: Sendable {
+    let future = Mutex<EventLoopFuture<Void>?>(nil)
+}
+
+/// Succeeds when the TLS handshake is done; fails with its error, when the connection closes first, or after
+/// `timeout`. Completed on the channel's event loop only.
+private final class TLSHandshakeWatcher: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = NIOAny
+    private let promise: EventLoopPromise<Void>
+    private let timeout: TimeAmount
+    private var timer: Scheduled<Void>?
+    var done: EventLoopFuture<Void> { promise.futureResult }
+
+    init(eventLoop: any EventLoop, timeout: TimeAmount) {
+        promise = eventLoop.makePromise()
+        self.timeout = timeout
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        let promise = self.promise
+        timer = context.eventLoop.scheduleTask(in: timeout) {
+            promise.fail(HTTP1PoolError.connect("TLS handshake timed out"))
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        finish(.failure(HTTP1PoolError.connect("closed during the TLS handshake")))
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event { finish(.success(())) }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        finish(.failure(HTTP1PoolError.connect("TLS: \(error)")))
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        finish(.failure(HTTP1PoolError.connect("closed during the TLS handshake")))
+        context.fireChannelInactive()
+    }
+
+    /// The first outcome wins; a promise completed again is left as it was.
+    private func finish(_ result: Result<Void, any Error>) {
+        timer?.cancel()
+        timer = nil
+        promise.completeWith(result)
     }
 }
 

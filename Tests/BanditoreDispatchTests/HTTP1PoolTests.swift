@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Synchronization
 import Testing
 
@@ -27,12 +28,14 @@ private final class ScriptedServer: Sendable {
     var connectionCount: Int { counters.connections.load(ordering: .relaxed) }
     var requestCount: Int { counters.requests.load(ordering: .relaxed) }
 
-    init() async throws {
+    /// `tls`: serve HTTPS with this context.
+    init(tls: NIOSSLContext? = nil) async throws {
         let counters = self.counters
         channel = try await ServerBootstrap(group: poolTestLoops)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls { try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls)) }
                     try channel.pipeline.syncOperations.configureHTTPServerPipeline()
                     try channel.pipeline.syncOperations.addHandler(ScriptedHandler(counters: counters))
                 }
@@ -257,3 +260,114 @@ struct HTTP1PoolTests {
         await server.close()
     }
 }
+
+/// A certificate authority and a server certificate for `127.0.0.1` and `localhost`, made by `openssl` for one test.
+private struct TestCertificates {
+    let authority: NIOSSLCertificate
+    let serverChain: [NIOSSLCertificate]
+    let serverKey: NIOSSLPrivateKey
+    let otherAuthority: NIOSSLCertificate
+
+    init() throws {
+        let folder = FileManager.default.temporaryDirectory.appending(path: "banditore-tls-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        func openssl(_ arguments: [String]) throws {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/usr/bin/openssl")
+            process.arguments = arguments
+            process.currentDirectoryURL = folder
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            process.waitUntilExit()
+            guard process.terminationStatus == 0 else {
+                throw NIOSSLExtraError.failedToValidateHostname  // any error: the test cannot go on
+            }
+        }
+        for name in ["ca", "other-ca"] {
+            try openssl([
+                "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1",
+                "-subj", "/CN=Banditore test \(name)", "-keyout", "\(name).key", "-out", "\(name).pem",
+                "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign",
+            ])
+        }
+        try openssl([
+            "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", "/CN=localhost",
+            "-keyout", "server.key", "-out", "server.csr",
+        ])
+        try "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+            .write(to: folder.appending(path: "server.ext"), atomically: true, encoding: .utf8)
+        try openssl([
+            "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1",
+            "-extfile", "server.ext", "-out", "server.pem",
+        ])
+        authority = try NIOSSLCertificate(file: folder.appending(path: "ca.pem").path, format: .pem)
+        otherAuthority = try NIOSSLCertificate(file: folder.appending(path: "other-ca.pem").path, format: .pem)
+        serverChain = try NIOSSLCertificate.fromPEMFile(folder.appending(path: "server.pem").path)
+        serverKey = try NIOSSLPrivateKey(file: folder.appending(path: "server.key").path, format: .pem)
+    }
+
+    func serverContext() throws -> NIOSSLContext {
+        try NIOSSLContext(
+            configuration: .makeServerConfiguration(certificateChain: serverChain.map { .certificate($0) }, privateKey: .privateKey(serverKey))
+        )
+    }
+
+    func client(trusting authority: NIOSSLCertificate) -> TLSConfiguration {
+        var configuration = TLSConfiguration.makeClientConfiguration()
+        configuration.trustRoots = .certificates([authority])
+        return configuration
+    }
+}
+
+@Suite("HTTP/1.1 pool over TLS, as production uses it", .serialized)
+struct HTTP1PoolTLSTests {
+    @Test("https: requests share kept-alive TLS connections; an answer that never comes is an unknown outcome; a server the roots do not vouch for is refused before anything is sent")
+    func https() async throws {
+        let certificates = try TestCertificates()
+        let server = try await ScriptedServer(tls: try certificates.serverContext())
+        let pool = try HTTP1Pool(
+            origin: .init(tls: true, host: "127.0.0.1", port: server.port), maxConnections: 2, group: poolTestLoops,
+            tlsConfiguration: certificates.client(trusting: certificates.authority)
+        )
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<50 {
+                group.addTask {
+                    let response = try await pool.execute(
+                        method: .POST, path: "/echo/\(index)", headers: ["content-type": "application/json"],
+                        body: Array("{}".utf8), timeout: .seconds(30)
+                    )
+                    #expect(response.status == 200)
+                    #expect(String(decoding: response.body, as: UTF8.self) == "\(index)|127.0.0.1:\(server.port)")
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(server.connectionCount <= 2 && server.requestCount == 50)
+        do {
+            _ = try await pool.execute(method: .POST, path: "/hang", headers: [:], body: Array("{}".utf8), timeout: .milliseconds(300))
+            Issue.record("a request that was never answered returned")
+        } catch let error as HTTP1PoolError {
+            #expect(error == .timedOut && error.outcomeUnknown)
+        }
+        pool.shutdown()
+
+        // A client that trusts another authority: the handshake fails, and nothing was sent.
+        let stranger = try HTTP1Pool(
+            origin: .init(tls: true, host: "127.0.0.1", port: server.port), maxConnections: 1, group: poolTestLoops,
+            tlsConfiguration: certificates.client(trusting: certificates.otherAuthority)
+        )
+        let requestsBefore = server.requestCount
+        do {
+            _ = try await stranger.execute(method: .POST, path: "/echo/x", headers: [:], body: Array("{}".utf8), timeout: .seconds(10))
+            Issue.record("a server with an untrusted certificate was answered")
+        } catch let error as HTTP1PoolError {
+            #expect(!error.outcomeUnknown, "\(error)")
+        }
+        #expect(server.requestCount == requestsBefore)
+        stranger.shutdown()
+        await server.close()
+    }
+}
+
