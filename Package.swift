@@ -293,9 +293,29 @@ let package = Package(
         .testTarget(
             name: "BanditoreRegistryTests",
             dependencies: [
-                "BanditoreRegistry", "BanditoreIngest", "BanditoreCore", "BanditoreChannels", "BanditoreStore",
+                "BanditoreRegistry", "BanditoreCore", "BanditoreChannels", "BanditoreStore",
                 "BanditorePostgres", "BanditoreRuntime", "BanditoreTesting",
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BanditoreIngestTests",
+            dependencies: ["BanditoreIngest", "BanditoreCore", "BanditoreChannels"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BanditoreRuntimeTests",
+            dependencies: ["BanditoreRuntime", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BanditoreStoreTests",
+            dependencies: ["BanditoreStore", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "BanditoreComposerTests",
+            dependencies: ["BanditoreComposer", "BanditoreCore"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

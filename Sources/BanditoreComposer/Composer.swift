@@ -537,23 +537,19 @@ private struct AudienceRow: Sendable {
     var language: Language
 }
 
-/// Gathers a fan-out's recipients into jobs of `chunk` per channel and publishes them; `flush()` publishes the
-/// partial jobs, `confirm(persist:)` waits for the broker's confirms and moves the confirmed cursor past what was
-/// flushed.
+/// Publishes a fan-out's jobs as ``JobChunks`` fills them; `flush()` publishes the partial jobs, `confirm(persist:)`
+/// waits for the broker's confirms and moves the confirmed cursor past what was flushed.
 private final class JobBatcher {
     let bulletin: StoredBulletin
     let messages: [Channel: [Language: RenderedMessage]]
-    let chunk: Int
     let amqp: AMQPConnection
     let database: PostgresClient
-    private var pending: [Channel: [Recipient]] = [:]
-    private var lastID: Int64
-    private var flushedCursor: Int64
-    private var flushedCount = 0
-    private(set) var confirmedCursor: Int64
-    private(set) var sinceFlush = 0
+    private var chunks: JobChunks
     private(set) var jobs = 0
-    private(set) var published = 0
+
+    var confirmedCursor: Int64 { chunks.confirmedCursor }
+    var sinceFlush: Int { chunks.sinceFlush }
+    var published: Int { chunks.confirmedCount }
 
     init(
         bulletin: StoredBulletin, messages: [Channel: [Language: RenderedMessage]], chunk: Int, amqp: AMQPConnection,
@@ -561,45 +557,31 @@ private final class JobBatcher {
     ) {
         self.bulletin = bulletin
         self.messages = messages
-        self.chunk = chunk
         self.amqp = amqp
         self.database = database
-        self.lastID = bulletin.fanoutCursor
-        self.flushedCursor = bulletin.fanoutCursor
-        self.confirmedCursor = bulletin.fanoutCursor
+        chunks = JobChunks(cursor: bulletin.fanoutCursor, chunk: chunk)
     }
 
     func add(_ recipient: Recipient, channel: Channel) async throws {
-        pending[channel, default: []].append(recipient)
-        if pending[channel]!.count >= chunk {
-            try await publish(channel, pending[channel]!)
-            pending[channel]!.removeAll(keepingCapacity: true)
-        }
-        lastID = max(lastID, recipient.deliveryID ?? lastID)
-        sinceFlush += 1
+        if let full = chunks.add(recipient, channel: channel) { try await publish(channel, full) }
     }
 
     /// Publishes the partial jobs: every recipient added so far is then in a published job.
     func flush() async throws {
-        for (channel, recipients) in pending where !recipients.isEmpty { try await publish(channel, recipients) }
-        pending.removeAll(keepingCapacity: true)
-        flushedCursor = lastID
-        flushedCount += sinceFlush
-        sinceFlush = 0
+        for job in chunks.flush() { try await publish(job.channel, job.recipients) }
     }
 
     /// Waits for the broker to confirm every job published so far; the recipients up to the last `flush()` count
     /// as queued then. With `persist`, the bulletin's `fanout_cursor` moves too (while the audience is written,
     /// the block transactions move it instead, holding the bulletin's row).
     func confirm(persist: Bool) async throws {
-        guard flushedCursor > confirmedCursor || flushedCount > published else { return }
+        guard chunks.awaitsConfirm else { return }
         try await amqp.waitForConfirms()
-        confirmedCursor = flushedCursor
-        published = flushedCount
+        chunks.confirmed()
         if persist {
             try await database.query(
                 """
-                UPDATE bulletins SET fanout_cursor = \(confirmedCursor), updated_at = now()
+                UPDATE bulletins SET fanout_cursor = \(chunks.confirmedCursor), updated_at = now()
                  WHERE id = \(bulletin.id) AND state = 'sending'
                 """
             )

@@ -1,10 +1,9 @@
 import Foundation
 import Testing
 
-import BanditoreChannels
 import BanditoreCore
 
-/// The simulator's own JSON reader, checked against Foundation's on the same documents.
+/// Our JSON reader (BanditoreCore), checked against Foundation's on the same documents.
 struct JSONValueTests {
     @Test func readsWhatFoundationReads() throws {
         let document = #"""
