@@ -249,14 +249,25 @@ public final class Dispatcher: Service, Sendable {
         let (recipients, unfinished) = try await recipientsToSend(job, logger: logger)
         var claims = recipients.compactMap(\.deliveryID)
         defer { release(claims) }
-        var started = 0
         let rank = job.rank
         let limiter = limiter(for: rank)
+        // The order of the sends: a recipient whose pace is not due yet (a reply went to it moments ago) goes to
+        // the end, once, so that the job's sends flow on meanwhile. `order[next...]` is what is not started.
+        var order = recipients
+        var next = 0
+        var started = 0
+        await limiter.begin(rank)
         let followUps = await withTaskGroup(of: FollowUp.self) { group in
-            for recipient in recipients {
+            while next < order.count {
+                let recipient = order[next]
                 // Stopping, or the broker is gone: this job can no longer be acknowledged and will come back after
                 // the reconnect, so starting more of its sends would only repeat them.
                 if stopping.load(ordering: .relaxed) || !amqp.isConnected { break }
+                if next < recipients.count, next + 1 < order.count, pacer.wait(for: recipient.address) > .zero {
+                    order.append(recipient)
+                    next += 1
+                    continue
+                }
                 await inFlight.acquire(rank: rank)
                 // A database slower than the sends: wait for it rather than run ahead of what it records.
                 await writer.room()
@@ -289,12 +300,14 @@ public final class Dispatcher: Service, Sendable {
                 }
                 // The recipient's pace counts from this send, not from when its turn came.
                 pacer.sent(recipient.address)
+                next += 1
                 started += 1
                 group.addTask {
                     defer { self.inFlight.release() }
                     return await self.send(recipient, of: job, logger: logger)
                 }
             }
+            await limiter.end(rank)
             var followUps = unfinished
             for await followUp in group { followUps.append(followUp) }
             return followUps
@@ -310,12 +323,12 @@ public final class Dispatcher: Service, Sendable {
         release(claims)
         claims = []
         try await publishRetries(followUps, of: job, logger: logger)
-        if started < recipients.count {
+        if next < order.count {
             // Stopping, the broker gone, or the rate limit unreachable: hand the rest to another replica or a later
             // turn (without a broker this throws, and the unacknowledged job itself comes back after the reconnect).
             var rest = job
             rest.id = UUID().uuidString.lowercased()
-            rest.recipients = Array(recipients[started...])
+            rest.recipients = Array(order[next...])
             let (message, routingKey) = BanditoreTopology.delivery(rest)
             try await amqp.publishConfirmed(message, exchange: BanditoreTopology.deliveriesExchange, routingKey: routingKey)
             logger.info("unfinished job handed back", metadata: ["recipients": "\(rest.recipients.count)"])

@@ -72,6 +72,17 @@ final class RecipientPacer: Sendable {
         }
     }
 
+    /// How long until a send to the address could start: zero when nobody holds it and its pace allows one now.
+    func wait(for address: String) -> Duration {
+        guard isActive else { return .zero }
+        return state.withLock { state in
+            guard let entry = state.entries[address] else { return .zero }
+            if entry.busy { return interval + margin }
+            guard let last = entry.lastSend else { return .zero }
+            return max(.zero, last + interval + margin - clock.now)
+        }
+    }
+
     /// The send to the address starts now: its pace counts from here.
     func sent(_ address: String) {
         guard isActive else { return }

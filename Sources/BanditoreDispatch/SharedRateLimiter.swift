@@ -53,6 +53,8 @@ public actor SharedRateLimiter {
     /// Callers waiting for a slot, per rank (index: the rank's raw value).
     private var waiters: [Deque<CheckedContinuation<ContinuousClock.Instant, any Error>>] =
         Array(repeating: [], count: DeliveryRank.allCases.count)
+    /// Jobs sending now, per rank.
+    private var active = Array(repeating: 0, count: DeliveryRank.allCases.count)
     /// Hands slots to waiters while there are any.
     private var distributor: Task<Void, Never>?
     /// Slots before this instant belong to the schedule before the provider's flood signal.
@@ -93,11 +95,25 @@ public actor SharedRateLimiter {
             }
             // Paused while this slot was awaited: it belongs to the schedule before the pause.
             if let pausedUntil, slot < pausedUntil { continue }
+            // A higher rank at work whose sender is not asking at this instant (it is writing its last outcome or
+            // claiming its recipient): the slot waits for it, up to an interval, rather than go to a lower rank.
+            if let busy = active.firstIndex(where: { $0 > 0 }), busy < (waiters.firstIndex { !$0.isEmpty } ?? Int.max) {
+                let deadline = slot + .seconds(1 / rate)
+                while waiters[busy].isEmpty, active[busy] > 0, clock.now < deadline {
+                    try? await clock.sleep(for: .milliseconds(1))
+                }
+            }
             guard let rank = waiters.firstIndex(where: { !$0.isEmpty }) else { break }
             waiters[rank].removeFirst().resume(returning: slot)
         }
         distributor = nil
     }
+
+    /// A job of `rank` starts sending: until ``end(_:)``, lower ranks get only the slots it leaves.
+    public func begin(_ rank: DeliveryRank) { active[rank.rawValue] += 1 }
+
+    /// The job of `rank` that called ``begin(_:)`` is done sending.
+    public func end(_ rank: DeliveryRank) { active[rank.rawValue] = max(0, active[rank.rawValue] - 1) }
 
     /// Moves the channel's shared schedule to at least `duration` from now, for every replica (the provider's
     /// flood signal), and drops the slots this replica leased before it.
