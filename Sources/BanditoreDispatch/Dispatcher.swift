@@ -210,6 +210,26 @@ public final class Dispatcher: Service, Sendable {
         }
     }
 
+    /// Claims the address for a send starting now in the pace shared by the replicas (without it, at once). Another
+    /// replica sent to it within its interval: waits until it is free and takes another slot then (the first goes
+    /// unused). False when the database or the rate limit cannot be reached: the send is retried later.
+    private func claimAcrossReplicas(
+        _ address: String, rank: DeliveryRank, limiter: SharedRateLimiter, logger: Logger
+    ) async -> Bool {
+        guard let sharedPace else { return true }
+        do {
+            while let busy = try await sharedPace.claim(address) {
+                metrics.paceWaits.increment()
+                try await Task.sleep(for: busy)
+                try await limiter.acquire(rank: rank)
+            }
+            return true
+        } catch {
+            logger.warning("recipient pace unavailable", metadata: ["error": "\(String(reflecting: error))"])
+            return false
+        }
+    }
+
     /// The rate limit a rank's sends take their slots from.
     private func limiter(for rank: DeliveryRank) -> SharedRateLimiter {
         rank == .urgent ? paidRateLimiter ?? rateLimiter : rateLimiter
@@ -283,14 +303,7 @@ public final class Dispatcher: Service, Sendable {
                 }
                 do {
                     let waited = ContinuousClock.now
-                    while true {
-                        try await limiter.acquire(rank: rank)
-                        // Another replica sent to this address within its pace: wait until it is free, and take
-                        // another slot then (this one goes unused).
-                        guard let sharedPace, let busy = try await sharedPace.claim(recipient.address) else { break }
-                        metrics.paceWaits.increment()
-                        try await Task.sleep(for: busy)
-                    }
+                    try await limiter.acquire(rank: rank)
                     metrics.rateLimitWait.recordNanoseconds((ContinuousClock.now - waited).wholeNanoseconds)
                 } catch {
                     pacer.release(recipient.address)
@@ -304,6 +317,11 @@ public final class Dispatcher: Service, Sendable {
                 started += 1
                 group.addTask {
                     defer { self.inFlight.release() }
+                    // Across replicas: the address is claimed as the send starts, off the job's loop so that the
+                    // next recipient's turn does not wait for the database.
+                    guard await self.claimAcrossReplicas(recipient.address, rank: rank, limiter: limiter, logger: logger) else {
+                        return self.record(recipient, .failed(.transient(reason: "recipient pace unavailable")), job)
+                    }
                     return await self.send(recipient, of: job, logger: logger)
                 }
             }

@@ -9,8 +9,8 @@ import Logging
 /// slots (about a tenth of a second's worth) with one `UPDATE … RETURNING`, so the database sees a few statements
 /// per second whatever the message rate. Slots are `1/rate` apart on the database's clock and handed out in order,
 /// so together the replicas never exceed the rate; each replica waits for its slot's instant before sending.
-/// A slot that its replica reaches more than half an interval late is dropped rather than used, so that a stalled
-/// replica cannot bunch its sends together afterwards.
+/// A slot that its replica reaches more than half an interval (and at least 25 ms) late is dropped rather than used,
+/// so that a stalled replica cannot bunch its sends together afterwards.
 ///
 /// Inside a replica each slot goes, at its instant, to the highest rank waiting (``DeliveryRank``): an urgent
 /// bulletin's sends take every slot while they wait, replies the ones urgent work leaves, normal bulletins the rest.
@@ -132,6 +132,11 @@ public actor SharedRateLimiter {
         logger.warning("channel paused on the provider's flood signal", metadata: ["pause.seconds": "\(duration.inSeconds)"])
     }
 
+    /// How late a slot may still be used: half an interval, and at least 25 ms, so that at a high rate (1,000/s,
+    /// a millisecond apart) a sender's ordinary jitter does not drop slots; the providers' buckets hold a second's
+    /// worth, far more than the few sends that may then go close together.
+    static func lateness(_ interval: Duration) -> Duration { max(interval / 2, .milliseconds(25)) }
+
     /// The next leased slot that is not too late to use, leasing more when none is left.
     private func nextSlot(rate: Double) async throws -> ContinuousClock.Instant {
         let interval = Duration.seconds(1 / rate)
@@ -140,7 +145,7 @@ public actor SharedRateLimiter {
                 let slot = slots[next]
                 next += 1
                 if let pausedUntil, slot < pausedUntil { continue }  // leased before a pause
-                if clock.now > slot + interval / 2 { continue }  // too late to use without bunching
+                if clock.now > slot + Self.lateness(interval) { continue }  // too late to use without bunching
                 return slot
             }
             // One lease at a time per replica. The lease installs its slots and clears itself on the actor before
