@@ -139,7 +139,8 @@ public final class Dispatcher: Service, Sendable {
             configuration.sharedPace && configuration.recipientInterval > .zero
             ? SharedRecipientPace(
                 channel: configuration.channel.rawValue,
-                hold: configuration.recipientInterval + configuration.recipientMargin, database: database
+                hold: configuration.recipientInterval + configuration.recipientMargin,
+                interval: configuration.recipientInterval + .milliseconds(50), database: database
             ) : nil
     }
 
@@ -322,7 +323,17 @@ public final class Dispatcher: Service, Sendable {
                     guard await self.claimAcrossReplicas(recipient.address, rank: rank, limiter: limiter, logger: logger) else {
                         return self.record(recipient, .failed(.transient(reason: "recipient pace unavailable")), job)
                     }
-                    return await self.send(recipient, of: job, logger: logger)
+                    let followUp = await self.send(recipient, of: job, logger: logger)
+                    // The message has arrived by now: the address's pace counts from here at the latest.
+                    self.pacer.answered(recipient.address)
+                    if let sharedPace = self.sharedPace {
+                        do {
+                            try await sharedPace.answered(recipient.address)
+                        } catch {
+                            logger.warning("recipient pace not extended", metadata: ["error": "\(String(reflecting: error))"])
+                        }
+                    }
+                    return followUp
                 }
             }
             await limiter.end(rank)

@@ -58,16 +58,13 @@ final class RecipientPacer: Sendable {
                 if handedOver { continuation.resume() }
             }
         }
-        let last = state.withLock { $0.entries[address]?.lastSend }
-        if let last {
-            let turn = last + interval + margin
-            if turn > clock.now {
-                do {
-                    try await clock.sleep(until: turn)
-                } catch {
-                    release(address)
-                    throw error
-                }
+        // The turn may move while this waits: the previous send's answer counts too (``answered(_:)``).
+        while let last = state.withLock({ $0.entries[address]?.lastSend }), last + interval + margin > clock.now {
+            do {
+                try await clock.sleep(until: last + interval + margin)
+            } catch {
+                release(address)
+                throw error
             }
         }
     }
@@ -87,6 +84,18 @@ final class RecipientPacer: Sendable {
     func sent(_ address: String) {
         guard isActive else { return }
         handOver(address, sentAt: clock.now)
+    }
+
+    /// The provider answered a send to the address: the message has arrived, so the next one waits `interval` from
+    /// now at least (a request slowed on its way must not bring the next within the interval at the provider).
+    func answered(_ address: String) {
+        guard isActive else { return }
+        let now = clock.now - margin  // the turn adds the margin again
+        state.withLock { state in
+            guard var entry = state.entries[address] else { return }
+            entry.lastSend = max(entry.lastSend ?? now, now)
+            state.entries[address] = entry
+        }
     }
 
     /// The address was taken but not sent to.

@@ -4,8 +4,11 @@ import Synchronization
 
 /// The per-recipient pace of a channel shared by every dispatcher replica, in `recipient_pace`: a send claims its
 /// address as it starts, for `hold` (the interval and its margin); an address another replica holds is not sent to
-/// until it is free. Claims that arrive while a statement is under way go together in the next one, so the database
-/// sees one statement per batch of sends however fast the channel goes.
+/// until it is free. Once the provider has answered, the send's message has surely arrived: ``answered(_:)`` moves
+/// the address's free time to at least the answer plus `interval`, so a request slowed on its way (a loaded machine)
+/// cannot bring the next one within the interval at the provider. Claims (and answers) that arrive while a statement
+/// is under way go together in the next one, so the database sees one statement per batch of sends however fast the
+/// channel goes.
 final class SharedRecipientPace: Sendable {
     private struct Pending {
         var address: String
@@ -13,18 +16,35 @@ final class SharedRecipientPace: Sendable {
     }
     private struct State {
         var pending: [Pending] = []
+        var answered: [(address: String, continuation: CheckedContinuation<Void, any Error>)] = []
         var flushing = false
     }
 
     let channel: String
     let hold: Duration
+    /// The least time from an answer to the next message to the same address.
+    let interval: Duration
     private let database: PostgresClient
     private let state = Mutex(State())
 
-    init(channel: String, hold: Duration, database: PostgresClient) {
+    init(channel: String, hold: Duration, interval: Duration, database: PostgresClient) {
         self.channel = channel
         self.hold = hold
+        self.interval = interval
         self.database = database
+    }
+
+    /// The provider answered a send to the address: it is free no sooner than `interval` from now.
+    func answered(_ address: String) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let start = state.withLock { state -> Bool in
+                state.answered.append((address, continuation))
+                if state.flushing { return false }
+                state.flushing = true
+                return true
+            }
+            if start { Task { await self.flush() } }
+        }
     }
 
     /// Claims the address for a send starting now: nil when it is this replica's, else how long until it is free.
@@ -43,13 +63,24 @@ final class SharedRecipientPace: Sendable {
     /// Runs one statement for every claim waiting, until none is.
     private func flush() async {
         while true {
-            let batch = state.withLock { state -> [Pending] in
+            let (batch, answered) = state.withLock { state in
                 let batch = state.pending
+                let answered = state.answered
                 state.pending.removeAll(keepingCapacity: true)
-                if batch.isEmpty { state.flushing = false }
-                return batch
+                state.answered.removeAll(keepingCapacity: true)
+                if batch.isEmpty && answered.isEmpty { state.flushing = false }
+                return (batch, answered)
             }
-            guard !batch.isEmpty else { return }
+            guard !batch.isEmpty || !answered.isEmpty else { return }
+            if !answered.isEmpty {
+                do {
+                    try await extendAll(Array(Set(answered.map(\.address))))
+                    for item in answered { item.continuation.resume() }
+                } catch {
+                    for item in answered { item.continuation.resume(throwing: error) }
+                }
+            }
+            guard !batch.isEmpty else { continue }
             do {
                 let answers = try await claimAll(Array(Set(batch.map(\.address))))
                 for pending in batch { pending.continuation.resume(returning: answers[pending.address] ?? nil) }
@@ -57,6 +88,17 @@ final class SharedRecipientPace: Sendable {
                 for pending in batch { pending.continuation.resume(throwing: error) }
             }
         }
+    }
+
+    /// One statement: each address answered is free no sooner than `interval` from now.
+    private func extendAll(_ addresses: [String]) async throws {
+        try await database.query(
+            """
+            UPDATE recipient_pace
+               SET free_at = GREATEST(free_at, clock_timestamp() + make_interval(secs => \(interval.inSeconds)))
+             WHERE channel = \(channel) AND address = ANY(\(addresses)::text[])
+            """
+        )
     }
 
     /// One statement: each address free now is claimed for `hold`; for the others, how long until they are free.
