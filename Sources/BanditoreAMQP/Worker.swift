@@ -353,15 +353,10 @@ final class Worker {
     /// type. Only a classic queue is replaced: the broker refuses `if-empty` and `if-unused` deletes of a quorum
     /// queue (closing the whole connection), and without them a message could arrive and be lost.
     static func isClassicOfAnotherType(_ error: AMQPError) -> Bool {
-        guard error.replyCode == 406, let detail = error.detail else { return false }
-        if detail.contains("inequivalent arg 'x-queue-type'") {
-            // "current is none": declared without a type, which is a classic queue.
-            return detail.contains("but current is none") || detail.contains("but current is 'classic'")
-        }
-        // The broker may name first another argument that only the quorum declaration carries (the retry queues'
-        // overflow and dead-letter strategy); a classic queue an earlier version declared has none of them.
-        return ["x-overflow", "x-dead-letter-strategy"].contains { detail.contains("inequivalent arg '\($0)'") }
-            && detail.contains("but current is none")
+        guard error.replyCode == 406, let detail = error.detail, detail.contains("inequivalent arg 'x-queue-type'")
+        else { return false }
+        // "current is none": declared without a type, which is a classic queue.
+        return detail.contains("but current is none") || detail.contains("but current is 'classic'")
     }
 
     /// `queue` exists as a classic queue (an earlier version declared it so). Empty and without consumers it is

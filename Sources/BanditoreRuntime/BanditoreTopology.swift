@@ -10,9 +10,8 @@ import BanditoreCore
 ///   `dispatch.<channel>` (normal bulletins), `<channel>.urgent` → `dispatch.<channel>.urgent` and
 ///   `<channel>.replies` → `dispatch.<channel>.replies` (quorum queues, each with a consumer of its own in every
 ///   dispatcher, so that urgent work and replies are taken at once whatever normal jobs a replica holds).
-/// - `banditore.retry` (direct): `<rank key>.<step>` → `<rank queue>.retry.<step>`, delay queues (quorum queues
-///   that dead-letter at least once) whose messages expire back into `banditore.deliveries` with their rank's
-///   routing key.
+/// - `banditore.retry` (direct): `<rank key>.<step>` → `<rank queue>.retry.<step>`, delay queues whose messages
+///   expire back into `banditore.deliveries` with their rank's routing key.
 /// - `banditore.dead` (direct): `<queue>` → `<queue>.dead`, for poison messages and exhausted retries.
 /// - `banditore.events` (topic): `delivery.*` and `recipient.unreachable` → `registry.events`.
 public enum BanditoreTopology {
@@ -138,15 +137,8 @@ public enum BanditoreTopology {
                 bindings.append(AMQPBinding(queue: rankQueue, exchange: deliveriesExchange, routingKey: key))
                 for (step, delay) in retryDelays.enumerated() {
                     let retry = retryQueue(channel, rank, step: step)
-                    // A quorum queue that dead-letters at least once: a retry whose delay runs out while the broker
-                    // restarts reaches its rank's queue once the broker is back (a classic queue's dead-lettering is
-                    // at most once, and a message expiring as the queues recover could be dropped).
                     queues.append(
-                        AMQPQueue(
-                            name: retry, deadLetterExchange: deliveriesExchange, deadLetterRoutingKey: key, messageTTL: delay,
-                            type: .quorum,
-                            arguments: ["x-dead-letter-strategy": .string("at-least-once"), "x-overflow": .string("reject-publish")]
-                        )
+                        AMQPQueue(name: retry, deadLetterExchange: deliveriesExchange, deadLetterRoutingKey: key, messageTTL: delay)
                     )
                     bindings.append(
                         AMQPBinding(queue: retry, exchange: retryExchange, routingKey: retryRoutingKey(channel, rank, step: step))
