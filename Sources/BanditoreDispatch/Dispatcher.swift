@@ -326,13 +326,7 @@ public final class Dispatcher: Service, Sendable {
                     let followUp = await self.send(recipient, of: job, logger: logger)
                     // The message has arrived by now: the address's pace counts from here at the latest.
                     self.pacer.answered(recipient.address)
-                    if let sharedPace = self.sharedPace {
-                        do {
-                            try await sharedPace.answered(recipient.address)
-                        } catch {
-                            logger.warning("recipient pace not extended", metadata: ["error": "\(String(reflecting: error))"])
-                        }
-                    }
+                    self.sharedPace?.answered(recipient.address)
                     return followUp
                 }
             }

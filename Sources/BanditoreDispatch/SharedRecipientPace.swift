@@ -16,7 +16,7 @@ final class SharedRecipientPace: Sendable {
     }
     private struct State {
         var pending: [Pending] = []
-        var answered: [(address: String, continuation: CheckedContinuation<Void, any Error>)] = []
+        var answered: [String] = []
         var flushing = false
     }
 
@@ -34,17 +34,16 @@ final class SharedRecipientPace: Sendable {
         self.database = database
     }
 
-    /// The provider answered a send to the address: it is free no sooner than `interval` from now.
-    func answered(_ address: String) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let start = state.withLock { state -> Bool in
-                state.answered.append((address, continuation))
-                if state.flushing { return false }
-                state.flushing = true
-                return true
-            }
-            if start { Task { await self.flush() } }
+    /// The provider answered a send to the address: it is free no sooner than `interval` from now. Written with the
+    /// next statement; the send does not wait for it (its claim's hold covers the time until then).
+    func answered(_ address: String) {
+        let start = state.withLock { state -> Bool in
+            state.answered.append(address)
+            if state.flushing { return false }
+            state.flushing = true
+            return true
         }
+        if start { Task { await self.flush() } }
     }
 
     /// Claims the address for a send starting now: nil when it is this replica's, else how long until it is free.
@@ -73,12 +72,8 @@ final class SharedRecipientPace: Sendable {
             }
             guard !batch.isEmpty || !answered.isEmpty else { return }
             if !answered.isEmpty {
-                do {
-                    try await extendAll(Array(Set(answered.map(\.address))))
-                    for item in answered { item.continuation.resume() }
-                } catch {
-                    for item in answered { item.continuation.resume(throwing: error) }
-                }
+                // Lost with a database away: the claims' own hold still stands.
+                try? await extendAll(Array(Set(answered)))
             }
             guard !batch.isEmpty else { continue }
             do {
