@@ -1,5 +1,4 @@
 import CRabbitMQ
-import DequeModule
 import Logging
 
 #if canImport(Glibc)
@@ -31,18 +30,8 @@ final class Worker {
     private var shuttingDown = false
     private var shutdownWaiters: [CheckedContinuation<Void, Never>] = []
 
-    // Publisher confirms
-    private struct PendingPublish {
-        var seq: UInt64
-        var messageID: String?
-        var waiter: CheckedContinuation<Void, any Error>?
-        var returned: (code: Int, text: String)?
-        var resolved = false
-    }
-    private var pending: Deque<PendingPublish> = []
-    private var nextSeq: UInt64 = 1
-    private var unreported = (nacked: 0, returned: 0, lost: 0, detail: "")
-    private var barriers: [(target: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+    /// Publisher confirms of the publishing channel.
+    private var confirms = ConfirmTracker<CheckedContinuation<Void, any Error>>()
 
     // Consumers
     final class ConsumerState {
@@ -67,25 +56,13 @@ final class Worker {
     private var freeChannels: [amqp_channel_t] = []
     private var nextChannel: amqp_channel_t = 3
 
-    // Content being assembled per channel (method, then header, then body frames).
+    /// The method a message arrives with.
     private enum ContentMethod {
         case deliver(tag: UInt64, redelivered: Bool, exchange: String, routingKey: String)
         case returned(code: Int, text: String)
     }
-    private struct PartialContent {
-        var method: ContentMethod
-        var properties = AMQPProperties(persistent: false)
-        var expected = 0
-        var body: [UInt8] = []
-    }
-    /// Indexed by channel number (channels are small integers), mutated in place: no hashing or copies per frame.
-    private var partial: [PartialContent?] = Array(repeating: nil, count: 64)
-
-    private func setPartial(_ channel: amqp_channel_t, _ content: PartialContent?) {
-        let index = Int(channel)
-        if index >= partial.count { partial += Array(repeating: nil, count: index + 1 - partial.count) }
-        partial[index] = content
-    }
+    /// Messages being assembled per channel (method, then header, then body frames).
+    private var assembler = ContentAssembler<ContentMethod>()
 
     /// Everything declared so far, declared again after a reconnect.
     private var topology = AMQPTopology()
@@ -224,7 +201,7 @@ final class Worker {
             try checkReply("confirm.select", channel: Self.publishChannel)
             try declareNow(topology)
             generation += 1
-            nextSeq = 1
+            confirms.restart()
             for consumer in consumers.values.sorted(by: { $0.id < $1.id }) {
                 try startConsuming(consumer)
             }
@@ -466,7 +443,7 @@ final class Worker {
         consumer.continuation.finish()
         guard state != nil, consumerByChannel[consumer.channel] === consumer else { return }
         consumerByChannel[consumer.channel] = nil
-        setPartial(consumer.channel, nil)
+        assembler.discard(channel: Int(consumer.channel))
         // Closing the channel returns its unacknowledged deliveries to the queue.
         _ = amqp_channel_close(state, consumer.channel, AMQP_REPLY_SUCCESS)
         if (try? checkReply("channel.close", channel: consumer.channel)) != nil {
@@ -504,7 +481,7 @@ final class Worker {
             }
             switch command {
             case .publish(let request): publish(request)
-            case .barrier(let continuation): addBarrier(continuation)
+            case .barrier(let continuation): resume(confirms.barrier(continuation))
             case .settle(let channel, let generation, let tag, let settlement):
                 settle(channel: channel, generation: generation, tag: tag, settlement)
             case .perform(let work, _): work(self)
@@ -519,11 +496,9 @@ final class Worker {
     private func failWhileDisconnected(_ command: Command) {
         switch command {
         case .publish(let request):
-            request.waiter?.resume(throwing: AMQPError(.notConnected))
-            if request.waiter == nil { unreported.lost += 1 }
-            core.releaseSlots(1)
+            resume(confirms.notPublished(waiter: request.waiter, error: AMQPError(.notConnected)))
         case .barrier(let continuation):
-            completeBarrier(continuation)
+            resume(confirms.completeBarrier(continuation))
         case .perform(_, let fail):
             fail(AMQPError(.notConnected))
         case .cancelConsumer(let id):
@@ -549,15 +524,11 @@ final class Worker {
         guard rc == AMQP_STATUS_OK.rawValue else {
             let text = String(cString: amqp_error_string2(rc))
             broken = "basic.publish: \(text)"
-            request.waiter?.resume(throwing: AMQPError(.connectionLost, detail: text))
-            if request.waiter == nil { unreported.lost += 1 }
-            core.releaseSlots(1)
+            resume(confirms.notPublished(waiter: request.waiter, error: AMQPError(.connectionLost, detail: text)))
             return
         }
         lastSend = .now
-        pending.append(PendingPublish(seq: nextSeq, messageID: request.message.properties.messageID,
-                                      waiter: request.waiter))
-        nextSeq += 1
+        confirms.published(messageID: request.message.properties.messageID, waiter: request.waiter)
     }
 
     private func settle(channel: amqp_channel_t, generation: UInt64, tag: UInt64, _ settlement: Settlement) {
@@ -578,93 +549,15 @@ final class Worker {
 
     // MARK: - Confirms
 
-    private func addBarrier(_ continuation: CheckedContinuation<Void, any Error>) {
-        let target = nextSeq - 1
-        if pending.first.map({ $0.seq > target }) ?? true {
-            completeBarrier(continuation)
-        } else {
-            barriers.append((target, continuation))
-        }
-    }
-
-    private func completeBarrier(_ continuation: CheckedContinuation<Void, any Error>) {
-        let failures = unreported
-        unreported = (0, 0, 0, "")
-        if failures.nacked > 0 {
-            continuation.resume(throwing: AMQPError(.nacked, detail: failures.detail, messageCount: failures.nacked))
-        } else if failures.returned > 0 {
-            continuation.resume(
-                throwing: AMQPError(.returned, detail: failures.detail, messageCount: failures.returned)
-            )
-        } else if failures.lost > 0 {
-            continuation.resume(throwing: AMQPError(.connectionLost, messageCount: failures.lost))
-        } else {
-            continuation.resume()
-        }
-    }
-
-    private func checkBarriers() {
-        guard !barriers.isEmpty else { return }
-        let firstPending = pending.first?.seq ?? UInt64.max
-        var remaining: [(UInt64, CheckedContinuation<Void, any Error>)] = []
-        for barrier in barriers {
-            if barrier.target < firstPending {
-                completeBarrier(barrier.continuation)
+    /// Resumes the waiters a confirm step resolved and gives back the publish slots it freed.
+    private func resume(_ outcome: ConfirmTracker<CheckedContinuation<Void, any Error>>.Outcome) {
+        core.releaseSlots(outcome.released)
+        for resolution in outcome.resolutions {
+            if let error = resolution.error {
+                resolution.waiter.resume(throwing: error)
             } else {
-                remaining.append(barrier)
+                resolution.waiter.resume()
             }
-        }
-        barriers = remaining
-    }
-
-    private func confirm(tag: UInt64, multiple: Bool, ack: Bool) {
-        var released = 0
-        if multiple {
-            while let first = pending.first, first.seq <= tag {
-                let entry = pending.removeFirst()
-                if !entry.resolved {
-                    resolve(entry, ack: ack)
-                    released += 1
-                }
-            }
-        } else if let first = pending.first, tag >= first.seq {
-            let index = Int(tag - first.seq)
-            if index < pending.count, !pending[index].resolved {
-                resolve(pending[index], ack: ack)
-                pending[index].resolved = true
-                released += 1
-            }
-        }
-        while let first = pending.first, first.resolved { pending.removeFirst() }
-        core.releaseSlots(released)
-        checkBarriers()
-    }
-
-    private func resolve(_ entry: PendingPublish, ack: Bool) {
-        let error: AMQPError?
-        if !ack {
-            error = AMQPError(.nacked, detail: "the broker nacked the message", messageCount: 1)
-            unreported.detail = "the broker nacked the message"
-        } else if let returned = entry.returned {
-            error = AMQPError(.returned, replyCode: returned.code, detail: returned.text, messageCount: 1)
-            unreported.detail = "\(returned.code) \(returned.text)"
-        } else {
-            error = nil
-        }
-        if let waiter = entry.waiter {
-            if let error { waiter.resume(throwing: error) } else { waiter.resume() }
-        } else if let error {
-            if error.code == .nacked { unreported.nacked += 1 } else { unreported.returned += 1 }
-        }
-    }
-
-    private func markReturned(messageID: String?, code: Int, text: String) {
-        // The broker sends basic.return before the ack of the same message: find the oldest unresolved publish
-        // with that message id.
-        if let index = pending.firstIndex(where: { !$0.resolved && $0.returned == nil && $0.messageID == messageID }) {
-            pending[index].returned = (code, text)
-        } else {
-            logger.warning("basic.return for an unknown message", metadata: ["amqp.message_id": "\(messageID ?? "-")"])
         }
     }
 
@@ -721,28 +614,16 @@ final class Worker {
         case AMQP_FRAME_METHOD:
             handleMethod(&frame, channel: channel)
         case AMQP_FRAME_HEADER:
-            let index = Int(channel)
-            guard index < partial.count, partial[index] != nil else { return }
-            let expected = Int(banditore_frame_body_size(&frame))
-            partial[index]!.properties = AMQPProperties(
-                banditore_frame_properties(&frame).pointee, contentType: &recentContentType
-            )
-            partial[index]!.expected = expected
-            if expected == 0 {
-                let content = partial[index].take()!
+            guard assembler.isAssembling(channel: Int(channel)) else { return }
+            let properties = AMQPProperties(banditore_frame_properties(&frame).pointee, contentType: &recentContentType)
+            let size = Int(banditore_frame_body_size(&frame))
+            if let content = assembler.header(channel: Int(channel), bodySize: size, properties: properties) {
                 complete(content, channel: channel)
-            } else {
-                partial[index]!.body.reserveCapacity(expected)
             }
         case AMQP_FRAME_BODY:
-            let index = Int(channel)
-            guard index < partial.count, partial[index] != nil else { return }
             let fragment = banditore_frame_body_fragment(&frame)
-            if fragment.len > 0, let base = fragment.bytes {
-                partial[index]!.body.append(contentsOf: UnsafeRawBufferPointer(start: base, count: fragment.len))
-            }
-            if partial[index]!.body.count >= partial[index]!.expected {
-                let content = partial[index].take()!
+            let bytes = UnsafeRawBufferPointer(start: fragment.bytes, count: fragment.bytes == nil ? 0 : fragment.len)
+            if let content = assembler.body(channel: Int(channel), bytes) {
                 complete(content, channel: channel)
             }
         default:
@@ -756,24 +637,24 @@ final class Worker {
         switch id {
         case BANDITORE_BASIC_ACK:
             let ack = decoded.assumingMemoryBound(to: amqp_basic_ack_t.self).pointee
-            confirm(tag: ack.delivery_tag, multiple: ack.multiple != 0, ack: true)
+            resume(confirms.confirmed(tag: ack.delivery_tag, multiple: ack.multiple != 0, ack: true))
         case BANDITORE_BASIC_NACK:
             let nack = decoded.assumingMemoryBound(to: amqp_basic_nack_t.self).pointee
-            confirm(tag: nack.delivery_tag, multiple: nack.multiple != 0, ack: false)
+            resume(confirms.confirmed(tag: nack.delivery_tag, multiple: nack.multiple != 0, ack: false))
         case BANDITORE_BASIC_DELIVER:
             let deliver = decoded.assumingMemoryBound(to: amqp_basic_deliver_t.self).pointee
-            setPartial(channel, PartialContent(
-                method: .deliver(
+            assembler.start(
+                .deliver(
                     tag: deliver.delivery_tag, redelivered: deliver.redelivered != 0,
                     exchange: recentExchange.string(for: deliver.exchange),
                     routingKey: recentRoutingKey.string(for: deliver.routing_key)
-                )
-            ))
+                ),
+                channel: Int(channel)
+            )
         case BANDITORE_BASIC_RETURN:
             let ret = decoded.assumingMemoryBound(to: amqp_basic_return_t.self).pointee
-            setPartial(
-                channel,
-                PartialContent(method: .returned(code: Int(ret.reply_code), text: String(amqpBytes: ret.reply_text)))
+            assembler.start(
+                .returned(code: Int(ret.reply_code), text: String(amqpBytes: ret.reply_text)), channel: Int(channel)
             )
         case BANDITORE_CHANNEL_CLOSE:
             let close = decoded.assumingMemoryBound(to: amqp_channel_close_t.self).pointee
@@ -802,7 +683,7 @@ final class Worker {
         }
     }
 
-    private func complete(_ content: PartialContent, channel: amqp_channel_t) {
+    private func complete(_ content: ContentAssembler<ContentMethod>.Content, channel: amqp_channel_t) {
         switch content.method {
         case .deliver(let tag, let redelivered, let exchange, let routingKey):
             guard let consumer = consumerByChannel[channel] else { return }
@@ -814,20 +695,26 @@ final class Worker {
             if consumer.batch.isEmpty { consumersWithBatches.append(consumer) }
             consumer.batch.append(delivery)
         case .returned(let code, let text):
-            markReturned(messageID: content.properties.messageID, code: code, text: text)
+            // The broker sends basic.return before the ack of the same message.
+            if !confirms.returned(messageID: content.properties.messageID, code: code, text: text) {
+                logger.warning(
+                    "basic.return for an unknown message",
+                    metadata: ["amqp.message_id": "\(content.properties.messageID ?? "-")"]
+                )
+            }
         }
     }
 
     private func handleChannelClosed(_ channel: amqp_channel_t, code: Int, text: String) {
         var ok = amqp_channel_close_ok_t(dummy: 0)
         _ = amqp_send_method(state, channel, BANDITORE_CHANNEL_CLOSE_OK, &ok)
-        setPartial(channel, nil)
+        assembler.discard(channel: Int(channel))
         let error = AMQPError(.channelClosed, replyCode: code, detail: text)
         logger.warning("AMQP channel closed by the broker",
                        metadata: ["amqp.channel": "\(channel)", "amqp.reply": "\(code) \(text)"])
         if channel == Self.publishChannel {
-            failPending(with: error)
-            nextSeq = 1
+            resume(confirms.fail(with: error))
+            confirms.restart()
             do {
                 try openChannel(channel)
                 _ = amqp_confirm_select(state, channel)
@@ -845,24 +732,6 @@ final class Worker {
                 consumer.continuation.finish(throwing: error)
             }
         }
-    }
-
-    private func failPending(with error: AMQPError) {
-        var released = 0
-        while let entry = pending.popFirst() {
-            guard !entry.resolved else { continue }
-            released += 1
-            if let waiter = entry.waiter {
-                waiter.resume(throwing: error)
-            } else if error.code == .channelClosed {
-                unreported.nacked += 1
-                unreported.detail = error.detail ?? ""
-            } else {
-                unreported.lost += 1
-            }
-        }
-        core.releaseSlots(released)
-        checkBarriers()
     }
 
     // MARK: - Heartbeats
@@ -888,8 +757,8 @@ final class Worker {
     /// Drops the connection after a failure: unconfirmed publishes fail, consumers wait for the reconnect.
     private func teardown(reason: String) {
         core.setConnected(false)
-        failPending(with: AMQPError(.connectionLost, detail: reason))
-        for index in partial.indices { partial[index] = nil }
+        resume(confirms.fail(with: AMQPError(.connectionLost, detail: reason)))
+        assembler.reset()
         for consumer in consumers.values { consumer.batch.removeAll() }
         consumersWithBatches.removeAll()
         consumerByChannel.removeAll()
@@ -906,15 +775,15 @@ final class Worker {
         if let state {
             // Give outstanding confirms a moment to arrive, so that a clean close loses nothing.
             let deadline = ContinuousClock.now + .seconds(2)
-            while !pending.isEmpty, broken == nil, ContinuousClock.now < deadline {
+            while !confirms.isIdle, broken == nil, ContinuousClock.now < deadline {
                 readFrames()
-                if pending.isEmpty { break }
+                if confirms.isIdle { break }
                 var fds = [pollfd(fd: amqp_get_sockfd(state), events: Int16(POLLIN), revents: 0)]
                 _ = poll(&fds, 1, 50)
             }
             for consumer in consumers.values { consumer.continuation.finish() }
             consumers.removeAll()
-            failPending(with: AMQPError(.closed))
+            resume(confirms.fail(with: AMQPError(.closed)))
             if broken == nil {
                 _ = amqp_connection_close(state, AMQP_REPLY_SUCCESS)
             }
@@ -925,8 +794,7 @@ final class Worker {
             consumers.removeAll()
         }
         for command in leftovers { ConnectionCore.fail(command, with: AMQPError(.closed)) }
-        for barrier in barriers { completeBarrier(barrier.continuation) }
-        barriers.removeAll()
+        resume(confirms.completeAllBarriers())
         for waiter in shutdownWaiters { waiter.resume() }
         shutdownWaiters.removeAll()
     }
