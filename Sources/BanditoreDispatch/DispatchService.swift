@@ -38,7 +38,19 @@ public enum DispatchService {
             throw DispatchError(.configuration, detail: "a dispatcher needs the broker and the database")
         }
         let reader = context.reader
-        let maxInFlight = reader.int(forKey: "dispatch.maxInFlight", default: 64)
+        // Telegram's paid broadcast (`allow_paid_broadcast`, paid per message): never, or for urgent bulletins.
+        let paidBroadcast = reader.string(forKey: "dispatch.paidBroadcast", default: "never")
+        guard paidBroadcast == "never" || paidBroadcast == "urgent" else {
+            throw DispatchError(.configuration, detail: "DISPATCH_PAID_BROADCAST is \(paidBroadcast): never or urgent")
+        }
+        guard paidBroadcast == "never" || channel == .telegram else {
+            throw DispatchError(.configuration, detail: "DISPATCH_PAID_BROADCAST=urgent is Telegram's alone")
+        }
+        let paidRate = reader.double(forKey: "dispatch.paidRatePerSecond", default: 1000)
+        let maxInFlight = reader.int(
+            forKey: "dispatch.maxInFlight",
+            default: defaultMaxInFlight(fastestRate: paidBroadcast == "urgent" ? paidRate : nil)
+        )
         let timeout = reader.double(forKey: "dispatch.requestTimeoutSeconds", default: 10)
         let api = try ProviderHTTP(
             baseURL: reader.string(forKey: ConfigKey("\(channel.rawValue).apiUrl"), default: "http://127.0.0.1:9090"),
@@ -80,18 +92,10 @@ public enum DispatchService {
             ),
             database: database, logger: context.logger
         )
-        // Telegram's paid broadcast (`allow_paid_broadcast`, paid per message): never, or for urgent bulletins.
-        let paidBroadcast = reader.string(forKey: "dispatch.paidBroadcast", default: "never")
-        guard paidBroadcast == "never" || paidBroadcast == "urgent" else {
-            throw DispatchError(.configuration, detail: "DISPATCH_PAID_BROADCAST is \(paidBroadcast): never or urgent")
-        }
-        guard paidBroadcast == "never" || channel == .telegram else {
-            throw DispatchError(.configuration, detail: "DISPATCH_PAID_BROADCAST=urgent is Telegram's alone")
-        }
         let paidLimiter = SharedRateLimiter(
             configuration: .init(
                 key: "\(rateLimitKey).paid",
-                ratePerSecond: reader.double(forKey: "dispatch.paidRatePerSecond", default: 1000),
+                ratePerSecond: paidRate,
                 headroom: headroom
             ),
             database: database, logger: context.logger
@@ -117,6 +121,14 @@ public enum DispatchService {
         )
         return ServiceParts(services: [HTTPPoolService(http: api), dispatcher])
     }
+}
+
+/// Sends in flight per replica unless configured: 64, or a quarter of a second's worth of the fastest rate (256 at
+/// the paid broadcast's 1,000/s). A rate needs at least its rate times the provider's answer time in flight (Little's
+/// law): 64 hold 1,000/s only while every answer comes within 64 ms, and a loaded machine or a distant provider
+/// takes longer.
+func defaultMaxInFlight(fastestRate: Double?) -> Int {
+    max(64, Int(((fastestRate ?? 0) / 4).rounded(.up)))
 }
 
 /// Closes the provider's connections once the services after it (the dispatcher) have stopped.

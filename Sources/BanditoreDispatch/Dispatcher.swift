@@ -215,14 +215,14 @@ public final class Dispatcher: Service, Sendable {
     /// replica sent to it within its interval: waits until it is free and takes another slot then (the first goes
     /// unused). False when the database or the rate limit cannot be reached: the send is retried later.
     private func claimAcrossReplicas(
-        _ address: String, rank: DeliveryRank, limiter: SharedRateLimiter, logger: Logger
+        _ address: String, rank: DeliveryRank, ticket: UInt64, limiter: SharedRateLimiter, logger: Logger
     ) async -> Bool {
         guard let sharedPace else { return true }
         do {
             while let busy = try await sharedPace.claim(address) {
                 metrics.paceWaits.increment()
                 try await Task.sleep(for: busy)
-                try await limiter.acquire(rank: rank)
+                try await limiter.acquire(rank: rank, ticket: ticket)
             }
             return true
         } catch {
@@ -277,7 +277,7 @@ public final class Dispatcher: Service, Sendable {
         var order = recipients
         var next = 0
         var started = 0
-        await limiter.begin(rank)
+        let ticket = await limiter.begin(rank)
         let followUps = await withTaskGroup(of: FollowUp.self) { group in
             while next < order.count {
                 let recipient = order[next]
@@ -304,7 +304,7 @@ public final class Dispatcher: Service, Sendable {
                 }
                 do {
                     let waited = ContinuousClock.now
-                    try await limiter.acquire(rank: rank)
+                    try await limiter.acquire(rank: rank, ticket: ticket)
                     metrics.rateLimitWait.recordNanoseconds((ContinuousClock.now - waited).wholeNanoseconds)
                 } catch {
                     pacer.release(recipient.address)
@@ -320,7 +320,9 @@ public final class Dispatcher: Service, Sendable {
                     defer { self.inFlight.release() }
                     // Across replicas: the address is claimed as the send starts, off the job's loop so that the
                     // next recipient's turn does not wait for the database.
-                    guard await self.claimAcrossReplicas(recipient.address, rank: rank, limiter: limiter, logger: logger) else {
+                    guard await self.claimAcrossReplicas(
+                        recipient.address, rank: rank, ticket: ticket, limiter: limiter, logger: logger
+                    ) else {
                         return self.record(recipient, .failed(.transient(reason: "recipient pace unavailable")), job)
                     }
                     let followUp = await self.send(recipient, of: job, logger: logger)

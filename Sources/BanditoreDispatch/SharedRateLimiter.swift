@@ -1,6 +1,5 @@
 import BanditoreCore
 import BanditorePostgres
-import DequeModule
 import Logging
 
 /// A channel's rate limit shared by every dispatcher replica: a schedule of send slots kept in PostgreSQL.
@@ -50,9 +49,17 @@ public actor SharedRateLimiter {
     private var lease: Task<Void, any Error>?
     private var prepared = false
     private var epochSamples: [ContinuousClock.Instant] = []
+    private struct Waiter {
+        /// The job's turn (``begin(_:)``): the earliest job of a rank waiting gets the slot.
+        var ticket: UInt64
+        /// Arrival, among waiters of one job.
+        var sequence: UInt64
+        var continuation: CheckedContinuation<ContinuousClock.Instant, any Error>
+    }
     /// Callers waiting for a slot, per rank (index: the rank's raw value).
-    private var waiters: [Deque<CheckedContinuation<ContinuousClock.Instant, any Error>>] =
-        Array(repeating: [], count: DeliveryRank.allCases.count)
+    private var waiters: [[Waiter]] = Array(repeating: [], count: DeliveryRank.allCases.count)
+    private var arrivals: UInt64 = 0
+    private var tickets: UInt64 = 0
     /// Jobs sending now, per rank.
     private var active = Array(repeating: 0, count: DeliveryRank.allCases.count)
     /// Hands slots to waiters while there are any.
@@ -67,12 +74,14 @@ public actor SharedRateLimiter {
     }
 
     /// Waits for a send slot and returns its instant (at or just before now): the next slot that no waiter of a
-    /// higher rank wants. Without a rate, returns at once.
+    /// higher rank wants, nor one of the same rank whose job began earlier (`ticket`, from ``begin(_:)``; without
+    /// one, after every job). Without a rate, returns at once.
     @discardableResult
-    public func acquire(rank: DeliveryRank = .normal) async throws -> ContinuousClock.Instant {
+    public func acquire(rank: DeliveryRank = .normal, ticket: UInt64 = .max) async throws -> ContinuousClock.Instant {
         guard let rate = configuration.effectiveRate else { return clock.now }
         return try await withCheckedThrowingContinuation { continuation in
-            waiters[rank.rawValue].append(continuation)
+            arrivals += 1
+            waiters[rank.rawValue].append(Waiter(ticket: ticket, sequence: arrivals, continuation: continuation))
             if distributor == nil {
                 distributor = Task { await self.distribute(rate: rate) }
             }
@@ -88,7 +97,7 @@ public actor SharedRateLimiter {
                 if slot > clock.now { try await clock.sleep(until: slot) }
             } catch {
                 for rank in waiters.indices {
-                    for waiter in waiters[rank] { waiter.resume(throwing: error) }
+                    for waiter in waiters[rank] { waiter.continuation.resume(throwing: error) }
                     waiters[rank].removeAll()
                 }
                 break
@@ -104,13 +113,26 @@ public actor SharedRateLimiter {
                 }
             }
             guard let rank = waiters.firstIndex(where: { !$0.isEmpty }) else { break }
-            waiters[rank].removeFirst().resume(returning: slot)
+            // The earliest job first: jobs that share the slots evenly end together and leave the channel idle
+            // while they all settle at once; one after the other, the next sends while the first settles.
+            let first = waiters[rank].indices.min { Self.precedes(waiters[rank][$0], waiters[rank][$1]) }!
+            waiters[rank].remove(at: first).continuation.resume(returning: slot)
         }
         distributor = nil
     }
 
-    /// A job of `rank` starts sending: until ``end(_:)``, lower ranks get only the slots it leaves.
-    public func begin(_ rank: DeliveryRank) { active[rank.rawValue] += 1 }
+    private static func precedes(_ a: Waiter, _ b: Waiter) -> Bool {
+        (a.ticket, a.sequence) < (b.ticket, b.sequence)
+    }
+
+    /// A job of `rank` starts sending: until ``end(_:)``, lower ranks get only the slots it leaves. Returns the
+    /// job's ticket for ``acquire(rank:ticket:)``: a job that began earlier is served first within its rank.
+    @discardableResult
+    public func begin(_ rank: DeliveryRank) -> UInt64 {
+        active[rank.rawValue] += 1
+        tickets += 1
+        return tickets
+    }
 
     /// The job of `rank` that called ``begin(_:)`` is done sending.
     public func end(_ rank: DeliveryRank) { active[rank.rawValue] = max(0, active[rank.rawValue] - 1) }
@@ -137,7 +159,10 @@ public actor SharedRateLimiter {
     /// worth, far more than the few sends that may then go close together.
     static func lateness(_ interval: Duration) -> Duration { max(interval / 2, .milliseconds(25)) }
 
-    /// The next leased slot that is not too late to use, leasing more when none is left.
+    /// The next leased slot that is not too late to use, leasing more when none is left. The next lease is asked
+    /// for while half of this one is still to come, so that it continues the schedule where this one ends: asked for
+    /// only once the last slot is used, at a high rate (1,000/s, a millisecond apart) the schedule would restart from
+    /// the database's now, a round trip later, at every lease (about 3% of the slots lost at ten leases a second).
     private func nextSlot(rate: Double) async throws -> ContinuousClock.Instant {
         let interval = Duration.seconds(1 / rate)
         while true {
@@ -146,6 +171,10 @@ public actor SharedRateLimiter {
                 next += 1
                 if let pausedUntil, slot < pausedUntil { continue }  // leased before a pause
                 if clock.now > slot + Self.lateness(interval) { continue }  // too late to use without bunching
+                if lease == nil, (slots.count - next) * 2 < slots.count {
+                    // A failure here shows again, thrown, when the slots run out and the lease is asked for again.
+                    lease = Task { try await self.leaseAndInstall(rate: rate) }
+                }
                 return slot
             }
             // One lease at a time per replica. The lease installs its slots and clears itself on the actor before
@@ -160,10 +189,13 @@ public actor SharedRateLimiter {
         }
     }
 
+    /// Leases the next slots and puts them after the ones not used yet.
     private func leaseAndInstall(rate: Double) async throws {
         defer { lease = nil }
-        slots = try await leaseOnce(rate: rate)
+        let leased = try await leaseOnce(rate: rate)
+        slots.removeFirst(next)
         next = 0
+        slots += leased
     }
 
     private func leaseOnce(rate: Double) async throws -> [ContinuousClock.Instant] {

@@ -109,6 +109,13 @@ struct Urgent: AsyncParsableCommand {
                     + String(format: "%.1f", urgentRate) + "/s"
                     + (limit[channel].map { $0 > 0 ? String(format: " (%.1f%% of %.0f/s)", urgentRate / $0 * 100, $0) : "" } ?? "")
             )
+            // The provider's view, second by second from the first urgent send: a slow second shows a stall.
+            var perSecond: [Int: Int] = [:]
+            for time in urgentTimes { perSecond[Int(time.timeIntervalSince(first)), default: 0] += 1 }
+            let whole = perSecond.filter { $0.key < Int(last.timeIntervalSince(first)) }.sorted { $0.key < $1.key }.map(\.value)
+            if !whole.isEmpty {
+                print("\(name) urgent sends per whole second: " + whole.map(String.init).joined(separator: " "))
+            }
             print(
                 "\(name) all \(all.count) sends at " + String(format: "%.1f", overall) + "/s"
                     + (limit[channel].map { $0 > 0 ? String(format: " = %.1f%% of %.0f/s", overall / $0 * 100, $0) : "" } ?? "")

@@ -107,6 +107,49 @@ struct RateLimitTimingTests {
         await client.close()
     }
 
+    @Test("within a rank, the job that began first gets every slot while it asks; the next one gets what it leaves")
+    func earliestJobFirst() async throws {
+        let client = try await IsolatedServers.make("it_rate_jobs").migratedDatabase(logger: logger)
+        let limiter = SharedRateLimiter(
+            configuration: .init(key: "telegram", ratePerSecond: 100, headroom: 0), database: client, logger: logger
+        )
+        let first = await limiter.begin(.normal)
+        let second = await limiter.begin(.normal)
+        #expect(first < second)
+        let order = TicketLog()
+        try await withThrowingTaskGroup { group in
+            // Each job has several senders asking at once, as a job's sends in flight do; the later job asks first.
+            for _ in 0..<3 {
+                group.addTask {
+                    for _ in 0..<10 {
+                        try await limiter.acquire(rank: .normal, ticket: second)
+                        order.add(second)
+                    }
+                }
+            }
+            try await Task.sleep(for: .milliseconds(30))
+            for _ in 0..<3 {
+                group.addTask {
+                    for _ in 0..<10 {
+                        try await limiter.acquire(rank: .normal, ticket: first)
+                        order.add(first)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let slots = order.all
+        #expect(slots.count == 60)
+        // From the moment the first job asks, all its 30 slots come before any more of the second job's.
+        let firstStart = try #require(slots.firstIndex(of: first))
+        let firstEnd = try #require(slots.lastIndex(of: first))
+        #expect(firstEnd - firstStart == 29, "the first job's slots were interleaved: \(slots)")
+        #expect(firstStart <= 6, "the first job waited behind the second: \(slots)")
+        await limiter.end(.normal)
+        await limiter.end(.normal)
+        await client.close()
+    }
+
     @Test("a flood signal on one replica pauses the channel's schedule for every replica")
     func pauseIsShared() async throws {
         let client = try await IsolatedServers.make("it_rate_pause").migratedDatabase(logger: logger)
@@ -138,6 +181,12 @@ final class StopFlag: Sendable {
     private let flag = Atomic<Bool>(false)
     func set() { flag.store(true, ordering: .relaxed) }
     var isSet: Bool { flag.load(ordering: .relaxed) }
+}
+
+final class TicketLog: Sendable {
+    private let entries = Mutex<[UInt64]>([])
+    func add(_ ticket: UInt64) { entries.withLock { $0.append(ticket) } }
+    var all: [UInt64] { entries.withLock { $0 } }
 }
 
 final class RankLog: Sendable {
