@@ -85,3 +85,16 @@ rabbit_env() {
 rabbit_running() {
     [ -f "$RABBITMQ_DIR/rabbitmq.pid" ] && kill -0 "$(cat "$RABBITMQ_DIR/rabbitmq.pid")" 2>/dev/null
 }
+
+# The release binaries a benchmark runs: built here, or another build's kept in $BANDITORE_BIN (to compare builds
+# side by side in one sitting, run by run). Sets $bin.
+release_bin() {
+    if [ -n "${BANDITORE_BIN:-}" ]; then
+        bin=$BANDITORE_BIN
+        say "running the binaries in $bin"
+    else
+        say "building (release)"
+        swift build -c release >/dev/null
+        bin=$(swift build -c release --show-bin-path)
+    fi
+}

@@ -278,7 +278,7 @@ public final class Registry: Service, Sendable {
         guard let event = settlement.decode(RecipientUnreachable.self, from: delivery) else { return }
         await settlement.acknowledge(delivery) {
             let changed = try await database.withConnection {
-                try await Subscriber.deactivate(
+                try await Subscribers.deactivate(
                     channel: event.channel, address: event.address, reason: .unreachable, on: $0
                 )
             }
