@@ -326,16 +326,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-    ] + services.map {
-        .executableTarget(
-            name: $0,
-            dependencies: runtimeDependencies
-                + ($0 == "banditore-provider-sim" ? ["BanditoreProviderSim"] : [])
-                + ($0.hasPrefix("banditore-dispatch-") ? ["BanditoreDispatch"] : [])
-                + ($0 == "banditore-ingest" ? ["BanditoreIngest"] : [])
-                + ($0 == "banditore-registry" ? ["BanditoreRegistry"] : [])
-                + ($0 == "banditore-composer" ? ["BanditoreComposer"] : []),
-            swiftSettings: swiftSettings
-        )
-    }
+    ]
+        + services.map {
+            .executableTarget(
+                name: $0,
+                dependencies: runtimeDependencies
+                    + ($0 == "banditore-provider-sim" ? ["BanditoreProviderSim"] : [])
+                    + ($0.hasPrefix("banditore-dispatch-") ? ["BanditoreDispatch"] : [])
+                    + ($0 == "banditore-ingest" ? ["BanditoreIngest"] : [])
+                    + ($0 == "banditore-registry" ? ["BanditoreRegistry"] : [])
+                    + ($0 == "banditore-composer" ? ["BanditoreComposer"] : []),
+                swiftSettings: swiftSettings
+            )
+        }
 )

@@ -117,8 +117,9 @@ public final class AMQPConnection: Sendable, Service {
         mandatory: Bool = true
     ) async throws {
         try await core.enqueuePublish(
-            PublishRequest(exchange: exchange, routingKey: routingKey, mandatory: mandatory, message: message,
-                           waiter: nil)
+            PublishRequest(
+                exchange: exchange, routingKey: routingKey, mandatory: mandatory, message: message,
+                waiter: nil)
         )
     }
 
@@ -133,8 +134,10 @@ public final class AMQPConnection: Sendable, Service {
         try await core.reserveSlot()
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             core.enqueue(
-                .publish(PublishRequest(exchange: exchange, routingKey: routingKey, mandatory: mandatory,
-                                        message: message, waiter: continuation))
+                .publish(
+                    PublishRequest(
+                        exchange: exchange, routingKey: routingKey, mandatory: mandatory,
+                        message: message, waiter: continuation))
             )
         }
     }

@@ -1,8 +1,9 @@
 import CRabbitMQ
+
 import struct Foundation.Date
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Owns the C memory handed to rabbitmq-c for one call (`amqp_cstring_bytes` and tables keep the pointers they are

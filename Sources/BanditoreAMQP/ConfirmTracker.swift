@@ -150,7 +150,8 @@ struct ConfirmTracker<Waiter> {
         let failures = unreported
         unreported = (0, 0, 0, "")
         if failures.nacked > 0 {
-            return Resolution(waiter: waiter, error: AMQPError(.nacked, detail: failures.detail, messageCount: failures.nacked))
+            return Resolution(
+                waiter: waiter, error: AMQPError(.nacked, detail: failures.detail, messageCount: failures.nacked))
         } else if failures.returned > 0 {
             return Resolution(
                 waiter: waiter, error: AMQPError(.returned, detail: failures.detail, messageCount: failures.returned)

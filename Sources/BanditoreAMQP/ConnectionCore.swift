@@ -3,7 +3,7 @@ import DequeModule
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A request to the connection's thread.

@@ -2,7 +2,7 @@ import CRabbitMQ
 import Logging
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Owns one rabbitmq-c connection and runs on the connection's own thread: nothing here is touched from anywhere
@@ -42,8 +42,10 @@ final class Worker {
         var channel: amqp_channel_t = 0
         /// Deliveries read in the current cycle, handed over together at its end (one stream yield per batch).
         var batch: [AMQPDelivery] = []
-        init(id: Int, queue: String, prefetch: UInt16,
-             continuation: AsyncThrowingStream<[AMQPDelivery], any Error>.Continuation) {
+        init(
+            id: Int, queue: String, prefetch: UInt16,
+            continuation: AsyncThrowingStream<[AMQPDelivery], any Error>.Continuation
+        ) {
             self.id = id
             self.queue = queue
             self.prefetch = prefetch
@@ -229,7 +231,8 @@ final class Worker {
             if reply.library_error == AMQP_STATUS_CONNECTION_CLOSED.rawValue
                 || reply.library_error == AMQP_STATUS_SOCKET_ERROR.rawValue
             {
-                return AMQPError(.authenticationFailed, detail: "the broker closed the connection during login: \(text)")
+                return AMQPError(
+                    .authenticationFailed, detail: "the broker closed the connection during login: \(text)")
             }
             return AMQPError(.connectionFailed, detail: text)
         default:
@@ -368,8 +371,9 @@ final class Worker {
         let ok = amqp_queue_declare(state, Self.controlChannel, arena.bytes(name), 1, 0, 0, 0, amqp_empty_table)
         try checkReply("queue.declare passive \(name)", channel: Self.controlChannel)
         guard let ok else { throw AMQPError(.protocolError, detail: "queue.declare-ok missing") }
-        return AMQPQueueInfo(name: name, messageCount: Int(ok.pointee.message_count),
-                             consumerCount: Int(ok.pointee.consumer_count))
+        return AMQPQueueInfo(
+            name: name, messageCount: Int(ok.pointee.message_count),
+            consumerCount: Int(ok.pointee.consumer_count))
     }
 
     func purgeQueue(_ name: String) throws -> Int {
@@ -416,10 +420,12 @@ final class Worker {
     }
 
     private func startConsuming(_ consumer: ConsumerState) throws {
-        let channel = freeChannels.popLast() ?? {
-            defer { nextChannel += 1 }
-            return nextChannel
-        }()
+        let channel =
+            freeChannels.popLast()
+            ?? {
+                defer { nextChannel += 1 }
+                return nextChannel
+            }()
         try openChannel(channel)
         _ = amqp_basic_qos(state, channel, 0, consumer.prefetch, 0)
         try checkReply("basic.qos", channel: channel)
@@ -669,7 +675,8 @@ final class Worker {
             if let consumer = consumerByChannel.removeValue(forKey: channel) {
                 consumers[consumer.id] = nil
                 consumer.continuation.finish(
-                    throwing: AMQPError(.channelClosed, detail: "the broker cancelled the consumer of \(consumer.queue)")
+                    throwing: AMQPError(
+                        .channelClosed, detail: "the broker cancelled the consumer of \(consumer.queue)")
                 )
                 _ = amqp_channel_close(state, channel, AMQP_REPLY_SUCCESS)
                 _ = try? checkReply("channel.close", channel: channel)
@@ -710,8 +717,9 @@ final class Worker {
         _ = amqp_send_method(state, channel, BANDITORE_CHANNEL_CLOSE_OK, &ok)
         assembler.discard(channel: Int(channel))
         let error = AMQPError(.channelClosed, replyCode: code, detail: text)
-        logger.warning("AMQP channel closed by the broker",
-                       metadata: ["amqp.channel": "\(channel)", "amqp.reply": "\(code) \(text)"])
+        logger.warning(
+            "AMQP channel closed by the broker",
+            metadata: ["amqp.channel": "\(channel)", "amqp.reply": "\(code) \(text)"])
         if channel == Self.publishChannel {
             resume(confirms.fail(with: error))
             confirms.restart()

@@ -49,7 +49,8 @@ public enum BulletinRendering {
     }
 
     /// Throws when a channel of the bulletin cannot carry one of its languages, naming the body's field.
-    public static func check(_ content: BulletinContent, templates: BulletinTemplates = .init()) throws(BulletinInvalid) {
+    public static func check(_ content: BulletinContent, templates: BulletinTemplates = .init()) throws(BulletinInvalid)
+    {
         for channel in content.channels {
             for language in Language.allCases where content.body[language] != nil {
                 let message = message(content, language: language, channel: channel, templates: templates)

@@ -136,7 +136,9 @@ enum FlatXML {
                 guard at > before else { throw fail("no space before an attribute of <\(name)>") }
                 _ = try self.name()
                 skipSpace()
-                guard at < bytes.count, bytes[at] == UInt8(ascii: "=") else { throw fail("an attribute without a value") }
+                guard at < bytes.count, bytes[at] == UInt8(ascii: "=") else {
+                    throw fail("an attribute without a value")
+                }
                 at += 1
                 skipSpace()
                 guard at < bytes.count, bytes[at] == UInt8(ascii: "\"") || bytes[at] == UInt8(ascii: "'") else {
@@ -154,7 +156,9 @@ enum FlatXML {
             at += 2  // "</"
             let closing = try self.name()
             skipSpace()
-            guard at < bytes.count, bytes[at] == UInt8(ascii: ">") else { throw fail("unterminated end tag </\(closing)>") }
+            guard at < bytes.count, bytes[at] == UInt8(ascii: ">") else {
+                throw fail("unterminated end tag </\(closing)>")
+            }
             at += 1
             guard closing == name else { throw fail("</\(closing)> closes <\(name)>") }
         }
@@ -165,8 +169,11 @@ enum FlatXML {
             let start = at
             while at < bytes.count {
                 let byte = bytes[at]
-                let letter = (byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "z") || byte == UInt8(ascii: "_")
-                let other = byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") || byte == UInt8(ascii: "-")
+                let letter =
+                    (byte | 0x20) >= UInt8(ascii: "a") && (byte | 0x20) <= UInt8(ascii: "z")
+                    || byte == UInt8(ascii: "_")
+                let other =
+                    byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") || byte == UInt8(ascii: "-")
                     || byte == UInt8(ascii: ".")
                 guard letter || (at > start && other) else { break }
                 at += 1

@@ -53,7 +53,10 @@ public struct WebhookDecodingError: Error, Sendable, CustomStringConvertible {
 
 /// An outbound HTTP request, independent of any HTTP client.
 public struct ProviderRequest: Sendable, Hashable {
-    public enum Method: String, Sendable { case get = "GET", post = "POST" }
+    public enum Method: String, Sendable {
+        case get = "GET"
+        case post = "POST"
+    }
     public var method: Method
     /// Path and query, to append to the provider's base URL.
     public var path: String

@@ -87,8 +87,9 @@ public enum Telegram {
     /// What an update reports.
     public enum Update: Sendable, Hashable {
         /// A text message; `command` is set for `/cmd` (with `@Bot` dropped), `argument` for what follows it.
-        case message(updateID: Int64, chatID: Int64, userID: Int64, languageCode: String?, text: String,
-                     command: String?, argument: String?, messageID: Int64)
+        case message(
+            updateID: Int64, chatID: Int64, userID: Int64, languageCode: String?, text: String,
+            command: String?, argument: String?, messageID: Int64)
         /// The user blocked (`kicked`) or unblocked (`member`) the bot.
         case membership(updateID: Int64, chatID: Int64, status: String)
         /// Any other update, acknowledged and ignored.

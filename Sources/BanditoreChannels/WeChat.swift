@@ -41,7 +41,9 @@ public enum WeChat {
     // MARK: Sends
 
     public static func customText(accessToken: String, openID: String, content: String) throws -> ProviderRequest {
-        guard !content.isEmpty else { throw ChannelLimitError(channel: "wechat", field: "text.content", message: "empty") }
+        guard !content.isEmpty else {
+            throw ChannelLimitError(channel: "wechat", field: "text.content", message: "empty")
+        }
         guard content.utf8.count <= maxCustomTextBytes else {
             throw ChannelLimitError(
                 channel: "wechat", field: "text.content",
@@ -91,7 +93,9 @@ public enum WeChat {
     /// The outcome of a send: the `msgid` (template sends; custom sends have none), or the failure.
     public static func decodeSendResponse(status: Int, body: [UInt8]) -> Result<Int64?, ProviderFailure> {
         guard (200..<300).contains(status) else {
-            return .failure(status == 429 ? .rateLimited(retryAfter: nil, reason: "HTTP 429") : .transient(reason: "HTTP \(status)"))
+            return .failure(
+                status == 429 ? .rateLimited(retryAfter: nil, reason: "HTTP 429") : .transient(reason: "HTTP \(status)")
+            )
         }
         guard let json = JSONValue.parse(body) else { return .failure(.transient(reason: "unreadable response")) }
         if json["errcode"]?.int == 0 {
@@ -201,4 +205,3 @@ public enum WeChat {
         return String(decoding: out, as: UTF8.self)
     }
 }
-

@@ -19,7 +19,8 @@ public enum WhatsApp {
                 channel: "whatsapp", field: "text.body", message: "\(body.count) characters, at most \(maxTextLength)"
             )
         }
-        let json = "{\"messaging_product\":\"whatsapp\",\"recipient_type\":\"individual\",\"text\":{\"body\":"
+        let json =
+            "{\"messaging_product\":\"whatsapp\",\"recipient_type\":\"individual\",\"text\":{\"body\":"
             + JSONText.quote(body) + ",\"preview_url\":false},\"to\":" + JSONText.quote(to) + ",\"type\":\"text\"}"
         return request(apiVersion: apiVersion, phoneNumberID: phoneNumberID, token: token, json: json)
     }
@@ -193,20 +194,25 @@ public enum WhatsApp {
                     guard let from = message["from"]?.string, let id = message["id"]?.string,
                         let type = message["type"]?.string
                     else { throw WebhookDecodingError("message without from, id or type") }
-                    events.append(.message(InboundMessage(
-                        from: from, id: id, timestamp: date(message["timestamp"]), type: type,
-                        text: message["text"]?["body"]?.string, profileName: name(of: from)
-                    )))
+                    events.append(
+                        .message(
+                            InboundMessage(
+                                from: from, id: id, timestamp: date(message["timestamp"]), type: type,
+                                text: message["text"]?["body"]?.string, profileName: name(of: from)
+                            )))
                 }
                 for status in value["statuses"]?.array ?? [] {
                     guard let id = status["id"]?.string, let state = status["status"]?.string,
                         let recipient = status["recipient_id"]?.string
                     else { throw WebhookDecodingError("status without id, status or recipient_id") }
                     let error = status["errors"]?.array?.first
-                    events.append(.status(StatusUpdate(
-                        messageID: id, status: state, recipient: recipient, timestamp: date(status["timestamp"]),
-                        errorCode: error?["code"]?.int, errorTitle: error?["title"]?.string
-                    )))
+                    events.append(
+                        .status(
+                            StatusUpdate(
+                                messageID: id, status: state, recipient: recipient,
+                                timestamp: date(status["timestamp"]),
+                                errorCode: error?["code"]?.int, errorTitle: error?["title"]?.string
+                            )))
                 }
             }
         }

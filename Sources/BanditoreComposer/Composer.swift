@@ -182,7 +182,8 @@ public final class Composer: Service, Sendable {
         let started = ContinuousClock.now
         var messages: [Channel: [Language: RenderedMessage]] = [:]
         for channel in content.channels {
-            messages[channel] = BulletinRendering.messages(content, channel: channel, templates: configuration.templates)
+            messages[channel] = BulletinRendering.messages(
+                content, channel: channel, templates: configuration.templates)
         }
         guard try await postToChannels(bulletin, messages: messages[.telegram] ?? [:], logger: logger) else {
             logger.info("fan-out stopped: the bulletin is no longer sending")
@@ -194,11 +195,13 @@ public final class Composer: Service, Sendable {
         // Deliveries written before a crash whose jobs the broker may not have confirmed: published again
         // (dispatchers skip those already sent).
         if let written = bulletin.deliveryIDs, written.upperBound > bulletin.fanoutCursor {
-            try await republish(bulletin, from: max(bulletin.fanoutCursor, written.lowerBound - 1), to: written.upperBound, jobs: jobs)
+            try await republish(
+                bulletin, from: max(bulletin.fanoutCursor, written.lowerBound - 1), to: written.upperBound, jobs: jobs)
         }
         if !bulletin.audienceCreated {
             guard try await writeAudience(bulletin, jobs: jobs, logger: logger) else {
-                logger.info("fan-out stopped: the bulletin is no longer sending", metadata: ["deliveries": "\(jobs.published)"])
+                logger.info(
+                    "fan-out stopped: the bulletin is no longer sending", metadata: ["deliveries": "\(jobs.published)"])
                 return
             }
         }
@@ -272,7 +275,8 @@ public final class Composer: Service, Sendable {
                 """
             ).rows.map { row in
                 let (deliveryID, chat, language) = try row.decode(Int64.self, String.self, String.self)
-                return Recipient(deliveryID: deliveryID, address: chat, language: Language(rawValue: language) ?? .italian)
+                return Recipient(
+                    deliveryID: deliveryID, address: chat, language: Language(rawValue: language) ?? .italian)
             }
         }
         guard let queued else { return false }
@@ -295,7 +299,9 @@ public final class Composer: Service, Sendable {
     }
 
     /// Publishes the jobs of the bulletin's queued deliveries with ids in `(after, through]`.
-    private func republish(_ bulletin: StoredBulletin, from after: Int64, to through: Int64, jobs: JobBatcher) async throws {
+    private func republish(_ bulletin: StoredBulletin, from after: Int64, to through: Int64, jobs: JobBatcher)
+        async throws
+    {
         try await database.withConnection { connection in
             try await connection.withRows(
                 """

@@ -105,7 +105,9 @@ public struct BulletinDraft: Sendable, Codable, Hashable {
         var slugs: [String] = []
         for (index, topic) in topics.enumerated() {
             guard knownTopics.contains(topic) else {
-                throw BulletinInvalid("topics[\(index)]", "unknown topic \(topic) (known: \(knownTopics.sorted().joined(separator: ", ")))")
+                throw BulletinInvalid(
+                    "topics[\(index)]",
+                    "unknown topic \(topic) (known: \(knownTopics.sorted().joined(separator: ", ")))")
             }
             if !slugs.contains(topic) { slugs.append(topic) }
         }

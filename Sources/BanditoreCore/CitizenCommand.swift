@@ -85,7 +85,8 @@ public struct CitizenCommand: Sendable, Codable, Hashable {
     public init(
         id: String = UUID().uuidString.lowercased(), channel: Channel, address: String, kind: Kind,
         dedupeKey: String? = nil, topic: String? = nil, language: Language? = nil, reportedLanguage: Language? = nil,
-        writtenIn: Language? = nil, leaveReason: LeaveReason? = nil, text: String? = nil, report: DeliveryReport? = nil, receivedAt: Date = Date(),
+        writtenIn: Language? = nil, leaveReason: LeaveReason? = nil, text: String? = nil, report: DeliveryReport? = nil,
+        receivedAt: Date = Date(),
         correlationID: String? = nil
     ) {
         self.id = id

@@ -25,7 +25,9 @@ public enum CommandParser {
         /// Chinese when the text has Chinese characters; English when the command is an English word.
         public var writtenIn: Language?
 
-        public init(kind: CitizenCommand.Kind, topic: String? = nil, language: Language? = nil, writtenIn: Language? = nil) {
+        public init(
+            kind: CitizenCommand.Kind, topic: String? = nil, language: Language? = nil, writtenIn: Language? = nil
+        ) {
             self.kind = kind
             self.topic = topic
             self.language = language

@@ -43,7 +43,9 @@ extension DeliveryJob {
     public init(json body: [UInt8]) throws {
         let reader = JSONReader(what: "job")
         let root = try reader.object(body)
-        guard case .object(let languages)? = root["messages"] else { throw JSONReadingError("job", "messages is not an object") }
+        guard case .object(let languages)? = root["messages"] else {
+            throw JSONReadingError("job", "messages is not an object")
+        }
         var messages: [Language: RenderedMessage] = [:]
         for (code, value) in languages {
             guard let language = Language(rawValue: code) else { throw JSONReadingError("job", "no language \(code)") }

@@ -116,7 +116,8 @@ public enum ReplyText {
                 en: "Topics (✓ = followed):"
             ) + "\n" + w.catalogue(all, followed: followed) + "\n"
                 + w.pick(
-                    it: "Scrivi SEGUI o NON SEGUIRE seguito dal codice, per esempio: segui \(all.first?.slug ?? "scuola").",
+                    it:
+                        "Scrivi SEGUI o NON SEGUIRE seguito dal codice, per esempio: segui \(all.first?.slug ?? "scuola").",
                     zh: "发送“关注”或“取消关注”加主题代码，例如：关注 \(all.first?.slug ?? "scuola")。",
                     en: "Send FOLLOW or UNFOLLOW and the code, for example: follow \(all.first?.slug ?? "scuola")."
                 )
@@ -175,7 +176,8 @@ public enum ReplyText {
 
         var nextSteps: String {
             pick(
-                it: "Scrivi ARGOMENTI per sceglierli, LINGUA CINESE o LINGUA INGLESE per cambiare lingua, \(unsubscribeCommand) per uscire.",
+                it:
+                    "Scrivi ARGOMENTI per sceglierli, LINGUA CINESE o LINGUA INGLESE per cambiare lingua, \(unsubscribeCommand) per uscire.",
                 zh: "发送“主题”选择主题，发送“意大利语”或“英语”更换语言，发送“\(unsubscribeCommand)”退订。",
                 en: "Send TOPICS to choose them, ITALIANO or 中文 to change language, \(unsubscribeCommand) to leave."
             )
@@ -183,9 +185,12 @@ public enum ReplyText {
 
         var help: String {
             pick(
-                it: "Comandi: \(subscribeCommand) per iscriverti, \(unsubscribeCommand) per uscire, ARGOMENTI per l'elenco, SEGUI <argomento>, NON SEGUIRE <argomento>, LINGUA <italiano|cinese|inglese>, STATO.",
-                zh: "指令：“\(subscribeCommand)”订阅，“\(unsubscribeCommand)”退订，“主题”查看列表，“关注 <主题>”，“取消关注 <主题>”，“语言 <中文|意大利语|英语>”，“状态”。",
-                en: "Commands: \(subscribeCommand) to subscribe, \(unsubscribeCommand) to leave, TOPICS for the list, FOLLOW <topic>, UNFOLLOW <topic>, LANGUAGE <english|italiano|中文>, STATUS."
+                it:
+                    "Comandi: \(subscribeCommand) per iscriverti, \(unsubscribeCommand) per uscire, ARGOMENTI per l'elenco, SEGUI <argomento>, NON SEGUIRE <argomento>, LINGUA <italiano|cinese|inglese>, STATO.",
+                zh:
+                    "指令：“\(subscribeCommand)”订阅，“\(unsubscribeCommand)”退订，“主题”查看列表，“关注 <主题>”，“取消关注 <主题>”，“语言 <中文|意大利语|英语>”，“状态”。",
+                en:
+                    "Commands: \(subscribeCommand) to subscribe, \(unsubscribeCommand) to leave, TOPICS for the list, FOLLOW <topic>, UNFOLLOW <topic>, LANGUAGE <english|italiano|中文>, STATUS."
             )
         }
 

@@ -41,7 +41,8 @@ public struct ServiceHours: Sendable, Hashable {
         for group in specification.lowercased().split(separator: ";") {
             let fields = group.split(separator: " ", omittingEmptySubsequences: true)
             guard fields.count == 2 else {
-                throw ParseError(description: "bad day group \(group.trimmingCharacters(in: .whitespaces)) (days times)")
+                throw ParseError(
+                    description: "bad day group \(group.trimmingCharacters(in: .whitespaces)) (days times)")
             }
             let range = fields[0].split(separator: "-")
             guard (1...2).contains(range.count), let first = days[String(range[0])],

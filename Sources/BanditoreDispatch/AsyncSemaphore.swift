@@ -8,7 +8,8 @@ final class AsyncSemaphore: Sendable {
     private struct State {
         var available: Int
         /// Waiters per rank (index: the rank's raw value).
-        var waiters: [Deque<CheckedContinuation<Void, Never>>] = Array(repeating: [], count: DeliveryRank.allCases.count)
+        var waiters: [Deque<CheckedContinuation<Void, Never>>] = Array(
+            repeating: [], count: DeliveryRank.allCases.count)
     }
     private let state: Mutex<State>
 

@@ -36,8 +36,10 @@ struct DispatchMetrics: Sendable {
         unreachable = Counter(label: "banditore_dispatch_unreachable_total", dimensions: dimensions)
         poison = Counter(label: "banditore_dispatch_poison_jobs_total", dimensions: dimensions)
         jobs = Counter(label: "banditore_dispatch_jobs_total", dimensions: dimensions)
-        rateLimitWait = Timer(label: "banditore_dispatch_rate_limit_wait_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
-        sendLatency = Timer(label: "banditore_dispatch_send_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
+        rateLimitWait = Timer(
+            label: "banditore_dispatch_rate_limit_wait_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
+        sendLatency = Timer(
+            label: "banditore_dispatch_send_seconds", dimensions: dimensions, preferredDisplayUnit: .seconds)
         inFlight = Gauge(label: "banditore_dispatch_in_flight", dimensions: dimensions)
         statusesWritten = Counter(label: "banditore_dispatch_statuses_written_total", dimensions: dimensions)
         paceWaits = Counter(label: "banditore_dispatch_pace_waits_total", dimensions: dimensions)

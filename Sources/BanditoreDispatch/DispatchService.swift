@@ -63,20 +63,23 @@ public enum DispatchService {
                 configuration: .init(
                     apiVersion: reader.string(forKey: "whatsapp.apiVersion", default: "v21.0"),
                     phoneNumberID: reader.string(forKey: "whatsapp.phoneNumberId", default: "1065403"),
-                    accessToken: reader.string(forKey: "whatsapp.accessToken", isSecret: true, default: "sim-whatsapp-token")
+                    accessToken: reader.string(
+                        forKey: "whatsapp.accessToken", isSecret: true, default: "sim-whatsapp-token")
                 ),
                 http: api
             )
         case .telegram:
             sender = TelegramSender(
-                botToken: reader.string(forKey: "telegram.botToken", isSecret: true, default: "7770001:sim-telegram-token"),
+                botToken: reader.string(
+                    forKey: "telegram.botToken", isSecret: true, default: "7770001:sim-telegram-token"),
                 http: api
             )
         case .wechat:
             sender = WeChatSender(
                 tokens: .wechat(
                     appID: reader.string(forKey: "wechat.appId", default: "wxsim0000000001"),
-                    appSecret: reader.string(forKey: "wechat.appSecret", isSecret: true, default: "sim-wechat-app-secret"),
+                    appSecret: reader.string(
+                        forKey: "wechat.appSecret", isSecret: true, default: "sim-wechat-app-secret"),
                     http: api, database: database, logger: context.logger
                 ),
                 http: api
@@ -109,7 +112,8 @@ public enum DispatchService {
                 recipientInterval: reader.double(forKey: "dispatch.recipientIntervalSeconds").map {
                     .milliseconds(Int($0 * 1000))
                 },
-                recipientMargin: .milliseconds(reader.int(forKey: "dispatch.recipientMarginMilliseconds", default: 250)),
+                recipientMargin: .milliseconds(
+                    reader.int(forKey: "dispatch.recipientMarginMilliseconds", default: 250)),
                 paidBroadcastForUrgent: paidBroadcast == "urgent",
                 sharedPace: reader.bool(forKey: "dispatch.sharedPace", default: true),
                 statusInterval: .milliseconds(reader.int(forKey: "dispatch.statusIntervalMilliseconds", default: 50)),

@@ -162,7 +162,10 @@ public final class Dispatcher: Service, Sendable {
         let consumers = opened
         logger.info(
             "dispatching",
-            metadata: ["amqp.queue": "\(DeliveryRank.allCases.map { BanditoreTopology.dispatchQueue(configuration.channel, $0) })"]
+            metadata: [
+                "amqp.queue":
+                    "\(DeliveryRank.allCases.map { BanditoreTopology.dispatchQueue(configuration.channel, $0) })"
+            ]
         )
         await withTaskGroup { outer in
             let writer = self.writer
@@ -320,9 +323,11 @@ public final class Dispatcher: Service, Sendable {
                     defer { self.inFlight.release() }
                     // Across replicas: the address is claimed as the send starts, off the job's loop so that the
                     // next recipient's turn does not wait for the database.
-                    guard await self.claimAcrossReplicas(
-                        recipient.address, rank: rank, ticket: ticket, limiter: limiter, logger: logger
-                    ) else {
+                    guard
+                        await self.claimAcrossReplicas(
+                            recipient.address, rank: rank, ticket: ticket, limiter: limiter, logger: logger
+                        )
+                    else {
                         return self.record(recipient, .failed(.transient(reason: "recipient pace unavailable")), job)
                     }
                     let followUp = await self.send(recipient, of: job, logger: logger)
@@ -355,7 +360,8 @@ public final class Dispatcher: Service, Sendable {
             rest.id = UUID().uuidString.lowercased()
             rest.recipients = Array(order[next...])
             let (message, routingKey) = BanditoreTopology.delivery(rest)
-            try await amqp.publishConfirmed(message, exchange: BanditoreTopology.deliveriesExchange, routingKey: routingKey)
+            try await amqp.publishConfirmed(
+                message, exchange: BanditoreTopology.deliveriesExchange, routingKey: routingKey)
             logger.info("unfinished job handed back", metadata: ["recipients": "\(rest.recipients.count)"])
         }
         await writer.sync()
@@ -418,7 +424,9 @@ public final class Dispatcher: Service, Sendable {
             }
             guard current.state == "queued" else {
                 done += 1
-                if current.state == "failed", let followUp = unfinishedEnd(of: recipient, current.active, current.error, job) {
+                if current.state == "failed",
+                    let followUp = unfinishedEnd(of: recipient, current.active, current.error, job)
+                {
                     unfinished.append(followUp)
                 }
                 continue
@@ -436,7 +444,8 @@ public final class Dispatcher: Service, Sendable {
         if taken.count < picked.count {
             out.removeAll { recipient in recipient.deliveryID.map { !taken.contains($0) } ?? false }
             logger.info(
-                "recipients another job is sending left to it", metadata: ["recipients": "\(picked.count - taken.count)"]
+                "recipients another job is sending left to it",
+                metadata: ["recipients": "\(picked.count - taken.count)"]
             )
         }
         if missing > 0 {
@@ -446,7 +455,9 @@ public final class Dispatcher: Service, Sendable {
             logger.debug("recipients already handled skipped", metadata: ["recipients": "\(done)"])
         }
         if !unfinished.isEmpty {
-            logger.info("events and dead letters of recorded failures published again", metadata: ["recipients": "\(unfinished.count)"])
+            logger.info(
+                "events and dead letters of recorded failures published again",
+                metadata: ["recipients": "\(unfinished.count)"])
         }
         return (out, unfinished)
     }
@@ -459,7 +470,9 @@ public final class Dispatcher: Service, Sendable {
     }
 
     /// The event or dead letter a recorded failure calls for, as ``record(_:_:_:)`` left it to publish.
-    private func unfinishedEnd(of recipient: Recipient, _ active: Bool, _ error: String, _ job: DeliveryJob) -> FollowUp? {
+    private func unfinishedEnd(of recipient: Recipient, _ active: Bool, _ error: String, _ job: DeliveryJob)
+        -> FollowUp?
+    {
         if error.hasPrefix(Self.gaveUp) { return .deadLetter(recipient, reason: error) }
         guard active, recipient.subscriberID != nil, let colon = error.firstIndex(of: ":") else { return nil }
         let code = String(error[..<colon])
@@ -515,10 +528,13 @@ public final class Dispatcher: Service, Sendable {
             do {
                 try await limiter(for: job.rank).pause(for: hint ?? Self.defaultFloodPause)
             } catch {
-                logger.warning("channel pause not shared", metadata: ["error": "\(String(reflecting: error))", "reason": "\(reason)"])
+                logger.warning(
+                    "channel pause not shared",
+                    metadata: ["error": "\(String(reflecting: error))", "reason": "\(reason)"])
             }
         case .failed(let failure):
-            logger.debug("send failed", metadata: ["failure": "\(failure)", "recipient": "\(Mask.address(recipient.address))"])
+            logger.debug(
+                "send failed", metadata: ["failure": "\(failure)", "recipient": "\(Mask.address(recipient.address))"])
         case .sent:
             break
         }
@@ -529,7 +545,8 @@ public final class Dispatcher: Service, Sendable {
     private func record(_ recipient: Recipient, _ outcome: SendOutcome, _ job: DeliveryJob) -> FollowUp {
         func write(_ state: String, id: String? = nil, error: String? = nil) {
             guard let deliveryID = recipient.deliveryID else { return }
-            writer.add(.init(deliveryID: deliveryID, state: state, providerMessageID: id, error: error, attempted: true))
+            writer.add(
+                .init(deliveryID: deliveryID, state: state, providerMessageID: id, error: error, attempted: true))
         }
         switch outcome {
         case .sent(let id):
@@ -543,7 +560,9 @@ public final class Dispatcher: Service, Sendable {
                 write("failed", error: "\(code): \(reason)")
                 // A bulletin's post to a public channel has no subscriber to deactivate.
                 if !job.isReply && recipient.subscriberID == nil { return .none }
-                guard UnreachableRecipient.isGone(channel: job.channel, code: code, reason: reason) else { return .none }
+                guard UnreachableRecipient.isGone(channel: job.channel, code: code, reason: reason) else {
+                    return .none
+                }
                 return .unreachable(
                     RecipientUnreachable(
                         channel: job.channel, address: recipient.address, subscriberID: recipient.subscriberID,
@@ -587,7 +606,9 @@ public final class Dispatcher: Service, Sendable {
             case .unreachable(let event):
                 metrics.unreachable.increment()
                 try await amqp.publishConfirmed(
-                    try .json(encoding: event, type: RecipientUnreachable.routingKey, messageID: UUID().uuidString.lowercased()),
+                    try .json(
+                        encoding: event, type: RecipientUnreachable.routingKey,
+                        messageID: UUID().uuidString.lowercased()),
                     exchange: BanditoreTopology.eventsExchange, routingKey: RecipientUnreachable.routingKey
                 )
             }
@@ -603,7 +624,8 @@ public final class Dispatcher: Service, Sendable {
                 exchange: BanditoreTopology.deadExchange, routingKey: queue
             )
             metrics.deadLettered.increment(by: dead.count)
-            logger.warning("recipients dead-lettered", metadata: ["recipients": "\(dead.count)", "error": "\(deadReason)"])
+            logger.warning(
+                "recipients dead-lettered", metadata: ["recipients": "\(dead.count)", "error": "\(deadReason)"])
         }
     }
 
@@ -631,7 +653,9 @@ public final class Dispatcher: Service, Sendable {
             metrics.retried.increment(by: batch.recipients.count)
             logger.debug(
                 "recipients scheduled for retry",
-                metadata: ["recipients": "\(batch.recipients.count)", "retry.step": "\(step)", "attempt": "\(retry.attempt)"]
+                metadata: [
+                    "recipients": "\(batch.recipients.count)", "retry.step": "\(step)", "attempt": "\(retry.attempt)",
+                ]
             )
         }
     }

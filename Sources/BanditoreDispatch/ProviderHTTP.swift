@@ -15,7 +15,8 @@ public struct ProviderHTTP: Sendable {
     /// `maxConnections` bounds the connections open to the provider (one exchange at a time on each).
     public init(baseURL: String, maxConnections: Int, timeout: Duration = .seconds(10)) throws {
         let trimmed = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
-        guard let url = URL(string: trimmed), let scheme = url.scheme?.lowercased(), scheme == "http" || scheme == "https",
+        guard let url = URL(string: trimmed), let scheme = url.scheme?.lowercased(),
+            scheme == "http" || scheme == "https",
             let host = url.host, !host.isEmpty
         else {
             throw DispatchError(.configuration, detail: "provider URL \(baseURL) is not an http(s) URL")

@@ -98,7 +98,8 @@ public struct WeChatSender: ChannelSender {
         }
     }
 
-    private func send(_ message: RenderedMessage, to address: String, token: String, key: String?) async -> SendOutcome {
+    private func send(_ message: RenderedMessage, to address: String, token: String, key: String?) async -> SendOutcome
+    {
         await perform(http) {
             switch message.kind {
             case .text:

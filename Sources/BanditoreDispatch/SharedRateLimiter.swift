@@ -151,7 +151,8 @@ public actor SharedRateLimiter {
              WHERE channel = \(configuration.key)
             """
         )
-        logger.warning("channel paused on the provider's flood signal", metadata: ["pause.seconds": "\(duration.inSeconds)"])
+        logger.warning(
+            "channel paused on the provider's flood signal", metadata: ["pause.seconds": "\(duration.inSeconds)"])
     }
 
     /// How late a slot may still be used: half an interval, and at least 25 ms, so that at a high rate (1,000/s,

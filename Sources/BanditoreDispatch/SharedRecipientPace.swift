@@ -1,5 +1,5 @@
-import BanditorePostgres
 import BanditoreCore
+import BanditorePostgres
 import Synchronization
 
 /// The per-recipient pace of a channel shared by every dispatcher replica, in `recipient_pace`: a send claims its

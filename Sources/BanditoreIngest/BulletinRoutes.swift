@@ -113,7 +113,8 @@ struct BulletinRoutes: Sendable {
                         )
                     }
                 }
-                logger.info("bulletin accepted", metadata: ["bulletin.id": "\(id)", "correlation.id": "\(correlation)"])
+                logger.info(
+                    "bulletin accepted", metadata: ["bulletin.id": "\(id)", "correlation.id": "\(correlation)"])
                 return accepted(id, replayed: false)
             case .replayed(let id):
                 return accepted(id, replayed: true)
@@ -149,14 +150,19 @@ struct BulletinRoutes: Sendable {
         func path(_ codingPath: [any CodingKey], _ last: (any CodingKey)? = nil) -> String {
             var parts: [String] = []
             for key in codingPath + (last.map { [$0] } ?? []) {
-                if let index = key.intValue { parts[parts.count - 1] += "[\(index)]" } else { parts.append(key.stringValue) }
+                if let index = key.intValue {
+                    parts[parts.count - 1] += "[\(index)]"
+                } else {
+                    parts.append(key.stringValue)
+                }
             }
             return parts.isEmpty ? "body" : parts.joined(separator: ".")
         }
         switch error {
         case .keyNotFound(let key, let context): return (path(context.codingPath, key), "is required")
         case .typeMismatch(let type, let context): return (path(context.codingPath), "must be \(Self.name(type))")
-        case .valueNotFound(let type, let context): return (path(context.codingPath), "must be \(Self.name(type)), not null")
+        case .valueNotFound(let type, let context):
+            return (path(context.codingPath), "must be \(Self.name(type)), not null")
         case .dataCorrupted(let context):
             return context.codingPath.isEmpty
                 ? ("body", "is not valid JSON") : (path(context.codingPath), context.debugDescription)
@@ -186,6 +192,8 @@ struct BulletinRoutes: Sendable {
 
     // MARK: Read, cancel, topics
 
+    // The names are the wire format's.
+    // swift-format-ignore: AlwaysUseLowerCamelCase
     struct BulletinView: Codable {
         var id: String
         var title: String
@@ -216,7 +224,9 @@ struct BulletinRoutes: Sendable {
     }
 
     private func show(_ text: String) async -> Response {
-        guard let id = UUID(uuidString: text) else { return .invalidField("id", "not a bulletin id", status: .badRequest) }
+        guard let id = UUID(uuidString: text) else {
+            return .invalidField("id", "not a bulletin id", status: .badRequest)
+        }
         do {
             guard let view = try await database.withConnection({ try await view(id, on: $0) }) else {
                 return .problem(.notFound, "not_found", "no bulletin \(text)")
@@ -230,7 +240,9 @@ struct BulletinRoutes: Sendable {
     /// Cancels, then answers once the dispatchers have seen it: they look a bulletin's state up again at most
     /// every 250 ms before each send, so after the answer nothing more of it is sent.
     private func cancel(_ text: String) async -> Response {
-        guard let id = UUID(uuidString: text) else { return .invalidField("id", "not a bulletin id", status: .badRequest) }
+        guard let id = UUID(uuidString: text) else {
+            return .invalidField("id", "not a bulletin id", status: .badRequest)
+        }
         do {
             guard let previous = try await database.withTransaction({ try await Bulletins.cancel(id, on: $0) }) else {
                 return .problem(.notFound, "not_found", "no bulletin \(text)")

@@ -32,7 +32,8 @@ public enum IngestService {
                 whatsappVerifyToken: reader.string(
                     forKey: "whatsapp.verifyToken", isSecret: true, default: "sim-whatsapp-verify-token"
                 ),
-                telegramSecret: reader.string(forKey: "telegram.webhookSecret", isSecret: true, default: "sim-telegram-secret"),
+                telegramSecret: reader.string(
+                    forKey: "telegram.webhookSecret", isSecret: true, default: "sim-telegram-secret"),
                 wechatToken: reader.string(forKey: "wechat.token", isSecret: true, default: "sim-wechat-token")
             ),
             amqp: amqp, maxBodyBytes: reader.int(forKey: "ingest.maxBodyBytes", default: 256 * 1024),

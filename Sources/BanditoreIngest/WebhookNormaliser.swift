@@ -23,8 +23,9 @@ public enum WebhookNormaliser {
                         receivedAt: receivedAt
                     )
                 }
-                return command(from: text, channel: .whatsapp, address: message.from, dedupeKey: message.id,
-                               reported: nil, receivedAt: receivedAt)
+                return command(
+                    from: text, channel: .whatsapp, address: message.from, dedupeKey: message.id,
+                    reported: nil, receivedAt: receivedAt)
             case .status(let status):
                 return CitizenCommand(
                     channel: .whatsapp, address: status.recipient, kind: .deliveryStatus,
@@ -90,7 +91,8 @@ public enum WebhookNormaliser {
                 receivedAt: receivedAt
             )
         default:
-            return CitizenCommand(channel: .wechat, address: address, kind: .unknown, dedupeKey: key, receivedAt: receivedAt)
+            return CitizenCommand(
+                channel: .wechat, address: address, kind: .unknown, dedupeKey: key, receivedAt: receivedAt)
         }
     }
 

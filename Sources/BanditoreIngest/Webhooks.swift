@@ -22,7 +22,8 @@ public struct Webhooks: Sendable {
         public var telegramSecret: String
         public var wechatToken: String
 
-        public init(whatsappAppSecret: String, whatsappVerifyToken: String, telegramSecret: String, wechatToken: String) {
+        public init(whatsappAppSecret: String, whatsappVerifyToken: String, telegramSecret: String, wechatToken: String)
+        {
             self.whatsappAppSecret = whatsappAppSecret
             self.whatsappVerifyToken = whatsappVerifyToken
             self.telegramSecret = telegramSecret
@@ -53,7 +54,9 @@ public struct Webhooks: Sendable {
     // MARK: WhatsApp
 
     func whatsappVerification(_ request: Request) -> Response {
-        guard let challenge = WhatsApp.verificationChallenge(query: query(request), verifyToken: secrets.whatsappVerifyToken)
+        guard
+            let challenge = WhatsApp.verificationChallenge(
+                query: query(request), verifyToken: secrets.whatsappVerifyToken)
         else { return .problem(.forbidden, "verify_token_mismatch", "hub.mode or hub.verify_token is wrong") }
         return .text(challenge)
     }

@@ -4,7 +4,7 @@ import Logging
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// One libpq connection.
@@ -69,11 +69,13 @@ public final class PostgresConnection: @unchecked Sendable {
         handle = conn
         // The server's notices and an idle connection's farewell go to the log, not to standard error as raw text.
         // The connection outlives its handle (PQfinish runs in deinit), so an unretained pointer is safe.
-        PQsetNoticeProcessor(conn, { context, message in
-            guard let context, let message else { return }
-            let connection = Unmanaged<PostgresConnection>.fromOpaque(context).takeUnretainedValue()
-            connection.logNotice(String(cString: message))
-        }, Unmanaged.passUnretained(self).toOpaque())
+        PQsetNoticeProcessor(
+            conn,
+            { context, message in
+                guard let context, let message else { return }
+                let connection = Unmanaged<PostgresConnection>.fromOpaque(context).takeUnretainedValue()
+                connection.logNotice(String(cString: message))
+            }, Unmanaged.passUnretained(self).toOpaque())
         refreshCancelKey()
         return .success(())
     }
@@ -578,10 +580,18 @@ enum CopyText {
             }
             for byte in utf8 {
                 switch byte {
-                case 92: buffer.append(92); buffer.append(92)
-                case 9: buffer.append(92); buffer.append(UInt8(ascii: "t"))
-                case 10: buffer.append(92); buffer.append(UInt8(ascii: "n"))
-                case 13: buffer.append(92); buffer.append(UInt8(ascii: "r"))
+                case 92:
+                    buffer.append(92)
+                    buffer.append(92)
+                case 9:
+                    buffer.append(92)
+                    buffer.append(UInt8(ascii: "t"))
+                case 10:
+                    buffer.append(92)
+                    buffer.append(UInt8(ascii: "n"))
+                case 13:
+                    buffer.append(92)
+                    buffer.append(UInt8(ascii: "r"))
                 default: buffer.append(byte)
                 }
             }

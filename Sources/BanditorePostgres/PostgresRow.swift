@@ -21,7 +21,8 @@ public struct PostgresRow: Sendable {
         }
         guard let text = values[index] else {
             guard let null = T.postgresNull else {
-                throw PostgresError(.unexpectedNull, message: "column \(columns.names[index]) is NULL, expected \(T.self)")
+                throw PostgresError(
+                    .unexpectedNull, message: "column \(columns.names[index]) is NULL, expected \(T.self)")
             }
             return null
         }

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import BanditoreChannels
 import BanditoreCore
 import Foundation
+
 import struct NIOCore.ByteBuffer
 import struct NIOCore.TimeAmount
 
@@ -163,7 +164,8 @@ extension ProviderSimulator {
             channel: request.channel, action: request.action, citizens: addresses.count, accepted: accepted,
             failed: addresses.count - accepted, statuses: statuses, retries: retries, duplicatesSent: duplicates,
             silent: silent, seconds: seconds, perSecond: seconds > 0 ? Double(accepted) / seconds : 0,
-            latencyMs: .init(p50: percentile(0.5), p90: percentile(0.9), p99: percentile(0.99), max: latencies.last ?? 0),
+            latencyMs: .init(
+                p50: percentile(0.5), p90: percentile(0.9), p99: percentile(0.99), max: latencies.last ?? 0),
             addresses: Array(addresses.prefix(20))
         )
     }
@@ -249,7 +251,8 @@ extension ProviderSimulator {
             case .text: text = request.text ?? "Buongiorno"
             case .block, .unblock: return nil
             }
-            let body = Array(whatsappInbound(from: address, id: "wamid.SIMIN\(instance)x\(serial)", text: text, unix: unix).utf8)
+            let body = Array(
+                whatsappInbound(from: address, id: "wamid.SIMIN\(instance)x\(serial)", text: text, unix: unix).utf8)
             return Webhook(
                 url: base + "/webhooks/whatsapp",
                 headers: [
@@ -278,7 +281,8 @@ extension ProviderSimulator {
                 )
             case .block, .unblock:
                 update = telegramMembership(
-                    updateID: uniqueID, chat: address, status: request.action == .block ? "kicked" : "member", unix: unix
+                    updateID: uniqueID, chat: address, status: request.action == .block ? "kicked" : "member",
+                    unix: unix
                 )
             }
             return Webhook(
@@ -293,19 +297,23 @@ extension ProviderSimulator {
             let inner: String
             switch request.action {
             case .subscribe, .unsubscribe:
-                inner = "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[\(request.action == .subscribe ? "subscribe" : "unsubscribe")]]></Event><EventKey><![CDATA[]]></EventKey>"
+                inner =
+                    "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[\(request.action == .subscribe ? "subscribe" : "unsubscribe")]]></Event><EventKey><![CDATA[]]></EventKey>"
             case .text:
-                inner = "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[\(cdata(request.text ?? "你好"))]]></Content><MsgId>\(uniqueID)</MsgId>"
+                inner =
+                    "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[\(cdata(request.text ?? "你好"))]]></Content><MsgId>\(uniqueID)</MsgId>"
             case .block, .unblock:
                 return nil
             }
-            let xml = "<xml><ToUserName><![CDATA[\(configuration.wechatAccountID)]]></ToUserName>"
+            let xml =
+                "<xml><ToUserName><![CDATA[\(configuration.wechatAccountID)]]></ToUserName>"
                 + "<FromUserName><![CDATA[\(address)]]></FromUserName><CreateTime>\(unix)</CreateTime>\(inner)</xml>"
             let timestamp = String(unix)
             let nonce = String(serial)
             let signature = WeChat.signature(token: configuration.wechatToken, timestamp: timestamp, nonce: nonce)
             return Webhook(
-                url: base + "/webhooks/wechat?signature=\(signature)&timestamp=\(timestamp)&nonce=\(nonce)&openid=\(address)",
+                url: base
+                    + "/webhooks/wechat?signature=\(signature)&timestamp=\(timestamp)&nonce=\(nonce)&openid=\(address)",
                 headers: [("Content-Type", "text/xml; charset=utf-8")],
                 body: Array(xml.utf8), attempts: 3, timeout: .seconds(5)
             )

@@ -40,18 +40,20 @@ extension ProviderSimulator {
         let method = request.method
         // Telegram Bot API: /bot<token>/<method>, GET or POST, JSON, form or query.
         if parts.count == 2, parts[0].hasPrefix("bot") {
-            return .now(telegram(
-                token: String(parts[0].dropFirst(3)), method: String(parts[1]),
-                contentType: request.headers.first(name: "content-type"), query: request.query, body: request.body
-            ))
+            return .now(
+                telegram(
+                    token: String(parts[0].dropFirst(3)), method: String(parts[1]),
+                    contentType: request.headers.first(name: "content-type"), query: request.query, body: request.body
+                ))
         }
         // WhatsApp Cloud API: POST /{version}/{phone-number-id}/messages.
         if parts.count == 3, parts[2] == "messages", parts[0].hasPrefix("v") {
             guard method == .POST else { return .now(methodNotAllowed) }
-            return .now(whatsappSend(
-                version: String(parts[0]), phoneNumberID: String(parts[1]),
-                authorization: request.headers.first(name: "authorization"), body: request.body
-            ))
+            return .now(
+                whatsappSend(
+                    version: String(parts[0]), phoneNumberID: String(parts[1]),
+                    authorization: request.headers.first(name: "authorization"), body: request.body
+                ))
         }
         switch (method, request.path) {
         // WeChat Official Account API.
@@ -69,9 +71,10 @@ extension ProviderSimulator {
         case (.GET, "/readyz"):
             return .now(.text(.ok, "ready\n"))
         case (.GET, "/metrics"):
-            return .now(SimResponse(
-                status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metricsText()
-            ))
+            return .now(
+                SimResponse(
+                    status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: metricsText()
+                ))
         default:
             if parts.first == "sim" { return inspect(request, path: parts.dropFirst().joined(separator: "/")) }
             return .now(.json(.notFound, "{\"error\":\"no such endpoint: \(method) \(request.path)\"}"))
@@ -114,10 +117,11 @@ extension ProviderSimulator {
             }
         case (.POST, "people"):
             guard let change = try? JSONDecoder().decode(PeopleChange.self, from: Data(request.body)) else {
-                return .now(.json(
-                    .badRequest,
-                    "{\"error\":\"expected {channel, addresses, state: blocked|unknown|reachable, inbound?: bool}\"}"
-                ))
+                return .now(
+                    .json(
+                        .badRequest,
+                        "{\"error\":\"expected {channel, addresses, state: blocked|unknown|reachable, inbound?: bool}\"}"
+                    ))
             }
             apply(change)
             return .now(.json(.ok, "{\"updated\":\(change.addresses.count)}"))
@@ -204,9 +208,10 @@ extension ProviderSimulator {
     public func stats() -> Stats {
         let (channels, recorded, tokenCalls) = state.withLock { s in
             (
-                Dictionary(uniqueKeysWithValues: Channel.allCases.map {
-                    ($0.rawValue, s.recorder.stats[$0] ?? ChannelStats())
-                }),
+                Dictionary(
+                    uniqueKeysWithValues: Channel.allCases.map {
+                        ($0.rawValue, s.recorder.stats[$0] ?? ChannelStats())
+                    }),
                 s.recorder.recorded,
                 s.wechat.tokenCalls
             )

@@ -5,6 +5,8 @@ import NIOHTTP1
 
 /// `GET|POST /bot<token>/<method>`, as the Telegram Bot API: `sendMessage` and `getMe`.
 extension ProviderSimulator {
+    // The names are the wire format's.
+    // swift-format-ignore: AlwaysUseLowerCamelCase
     /// sendMessage's parameters, from whichever encoding the caller used.
     struct TelegramSendBody {
         enum ChatValue {
@@ -88,11 +90,13 @@ extension ProviderSimulator {
             visible = text
         case "MarkdownV2":
             if let reserved = Self.unescapedMarkdownCharacter(text) {
-                return reject(channel, "400", telegramError(
-                    400,
-                    "Bad Request: can't parse entities: Character '\(reserved)' is reserved and must be escaped "
-                        + "with the preceding '\\'"
-                ))
+                return reject(
+                    channel, "400",
+                    telegramError(
+                        400,
+                        "Bad Request: can't parse entities: Character '\(reserved)' is reserved and must be escaped "
+                            + "with the preceding '\\'"
+                    ))
             }
             visible = text.replacingOccurrences(of: "\\", with: "")
         case "HTML", "Markdown":
@@ -134,7 +138,8 @@ extension ProviderSimulator {
             if paid {
                 if b.rateLimits && b.telegramPaidMessagesPerSecond > 0 {
                     let rate = b.telegramPaidMessagesPerSecond
-                    wait = s.telegramPaid.take(rate: rate, burst: rate, now: now, default: TokenBucket(burst: rate, now: now))
+                    wait = s.telegramPaid.take(
+                        rate: rate, burst: rate, now: now, default: TokenBucket(burst: rate, now: now))
                 }
             } else {
                 wait = s.takeGlobal(channel, now: now)
@@ -142,15 +147,21 @@ extension ProviderSimulator {
             if let wait { return .throttled(wait) }
             if s.isUnknown(channel, address) { return .refused(400, "Bad Request: chat not found") }
             if s.isBlocked(channel, address) {
-                return .refused(403, isPrivate ? "Forbidden: bot was blocked by the user"
-                                               : "Forbidden: bot was kicked from the channel chat")
+                return .refused(
+                    403,
+                    isPrivate
+                        ? "Forbidden: bot was blocked by the user"
+                        : "Forbidden: bot was kicked from the channel chat")
             }
             // The chat's own pace counts the messages it gets.
-            let chatWait = isPrivate
-                ? s.takeRecipient("t|\(address)", rate: b.telegramChatMessagesPerSecond,
-                                  burst: Double(b.telegramChatBurst), now: now)
-                : s.takeRecipient("t|\(address)", rate: b.telegramGroupMessagesPerMinute / 60,
-                                  burst: b.telegramGroupMessagesPerMinute, now: now)
+            let chatWait =
+                isPrivate
+                ? s.takeRecipient(
+                    "t|\(address)", rate: b.telegramChatMessagesPerSecond,
+                    burst: Double(b.telegramChatBurst), now: now)
+                : s.takeRecipient(
+                    "t|\(address)", rate: b.telegramGroupMessagesPerMinute / 60,
+                    burst: b.telegramGroupMessagesPerMinute, now: now)
             if let chatWait { return .throttled(chatWait) }
             let messageID = s.nextCounter()
             let chatJSON: String
@@ -162,7 +173,8 @@ extension ProviderSimulator {
             case .name(let name):
                 let id = s.telegramChannelIDs[name] ?? -1_000_000_000_000 - Int64(s.telegramChannelIDs.count + 1)
                 s.telegramChannelIDs[name] = id
-                chatJSON = "{\"id\":\(id),\"title\":\(JSONText.quote(String(name.dropFirst()))),"
+                chatJSON =
+                    "{\"id\":\(id),\"title\":\(JSONText.quote(String(name.dropFirst()))),"
                     + "\"username\":\(JSONText.quote(String(name.dropFirst()))),\"type\":\"channel\"}"
             }
             s.recorder.record(

@@ -13,6 +13,8 @@ extension ProviderSimulator {
         return issueToken(appID: query["appid"], secret: query["secret"], stable: false, force: false)
     }
 
+    // The names are the wire format's.
+    // swift-format-ignore: AlwaysUseLowerCamelCase
     struct StableTokenBody: Decodable {
         var grant_type: String?
         var appid: String?
@@ -25,7 +27,8 @@ extension ProviderSimulator {
             return wechatError(47001, "data format error")
         }
         guard request.grant_type == "client_credential" else { return wechatError(40002, "invalid grant_type") }
-        return issueToken(appID: request.appid, secret: request.secret, stable: true, force: request.force_refresh ?? false)
+        return issueToken(
+            appID: request.appid, secret: request.secret, stable: true, force: request.force_refresh ?? false)
     }
 
     private func issueToken(appID: String?, secret: String?, stable: Bool, force: Bool) -> SimResponse {
@@ -44,7 +47,9 @@ extension ProviderSimulator {
             guard s.wechat.tokenCalls < s.behaviour.wechatTokenDailyQuota else { return nil }
             s.wechat.tokenCalls += 1
             if let current = s.wechat.current {
-                s.wechat.previous = (current.token, min(current.expiresAt, now + Double(s.behaviour.wechatTokenOverlapSeconds)))
+                s.wechat.previous = (
+                    current.token, min(current.expiresAt, now + Double(s.behaviour.wechatTokenOverlapSeconds))
+                )
             }
             let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
             var token = "86_"
@@ -124,7 +129,8 @@ extension ProviderSimulator {
         case .missing: return reject(.wechat, "41001", wechatError(41001, "access_token missing"))
         case .expired: return reject(.wechat, "42001", wechatError(42001, "access_token expired"))
         case .invalid:
-            return reject(.wechat, "40001", wechatError(40001, "invalid credential, access_token is invalid or not latest"))
+            return reject(
+                .wechat, "40001", wechatError(40001, "invalid credential, access_token is invalid or not latest"))
         }
     }
 

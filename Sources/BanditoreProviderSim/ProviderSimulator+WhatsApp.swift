@@ -5,36 +5,45 @@ import NIOHTTP1
 
 /// `POST /{version}/{phone-number-id}/messages`, as the WhatsApp Business Cloud API.
 extension ProviderSimulator {
-    func whatsappSend(version: String, phoneNumberID: String, authorization: String?, body: [UInt8]) -> SimResponse
-    {
+    func whatsappSend(version: String, phoneNumberID: String, authorization: String?, body: [UInt8]) -> SimResponse {
         let channel = Channel.whatsapp
         // Credentials first, as the Graph API does.
         let token = authorization.flatMap { $0.hasPrefix("Bearer ") ? String($0.dropFirst(7)) : nil }
         guard let token, !token.isEmpty else {
-            return reject(channel, "190", whatsappError(
-                .unauthorized, code: 190, message: "Invalid OAuth access token - Cannot parse access token",
-                details: "An access token is required."
-            ))
+            return reject(
+                channel, "190",
+                whatsappError(
+                    .unauthorized, code: 190, message: "Invalid OAuth access token - Cannot parse access token",
+                    details: "An access token is required."
+                ))
         }
         guard state.withLock({ $0.whatsappToken == token }) else {
-            return reject(channel, "190", whatsappError(
-                .unauthorized, code: 190, message: "Error validating access token: The session has been invalidated",
-                details: "The access token is expired or revoked."
-            ))
+            return reject(
+                channel, "190",
+                whatsappError(
+                    .unauthorized, code: 190,
+                    message: "Error validating access token: The session has been invalidated",
+                    details: "The access token is expired or revoked."
+                ))
         }
         guard version.first == "v", Double(version.dropFirst()) != nil else {
-            return reject(channel, "100", whatsappError(
-                .badRequest, code: 100, message: "(#100) Unknown path components: /\(version)",
-                details: "Unknown API version \(version)."
-            ))
+            return reject(
+                channel, "100",
+                whatsappError(
+                    .badRequest, code: 100, message: "(#100) Unknown path components: /\(version)",
+                    details: "Unknown API version \(version)."
+                ))
         }
         guard phoneNumberID == configuration.whatsappPhoneNumberID else {
-            return reject(channel, "100", whatsappError(
-                .badRequest, code: 100,
-                message: "Unsupported post request. Object with ID '\(phoneNumberID)' does not exist, cannot be loaded "
-                    + "due to missing permissions, or does not support this operation",
-                details: "Unknown phone number id.", subcode: 33
-            ))
+            return reject(
+                channel, "100",
+                whatsappError(
+                    .badRequest, code: 100,
+                    message:
+                        "Unsupported post request. Object with ID '\(phoneNumberID)' does not exist, cannot be loaded "
+                        + "due to missing permissions, or does not support this operation",
+                    details: "Unknown phone number id.", subcode: 33
+                ))
         }
 
         // The message itself.
@@ -44,7 +53,9 @@ extension ProviderSimulator {
         guard send["messaging_product"]?.string == "whatsapp" else {
             return reject(channel, "100", invalidParameter("messaging_product must be \"whatsapp\"."))
         }
-        guard let to = send["to"]?.string, !to.isEmpty, to.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) else {
+        guard let to = send["to"]?.string, !to.isEmpty,
+            to.utf8.allSatisfy({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") })
+        else {
             return reject(channel, "100", invalidParameter("Parameter 'to' must be a phone number in digits."))
         }
         var text: String
@@ -57,38 +68,47 @@ extension ProviderSimulator {
                 return reject(channel, "100", invalidParameter("Parameter text['body'] is required."))
             }
             guard body.count <= WhatsApp.maxTextLength else {
-                return reject(channel, "100", invalidParameter(
-                    "Param text['body'] must be at most \(WhatsApp.maxTextLength) characters long."
-                ))
+                return reject(
+                    channel, "100",
+                    invalidParameter(
+                        "Param text['body'] must be at most \(WhatsApp.maxTextLength) characters long."
+                    ))
             }
             text = body
         case "template":
             let template = send["template"]
             guard let name = template?["name"]?.string, let expected = configuration.whatsappTemplates[name] else {
-                return reject(channel, "132001", whatsappError(
-                    .badRequest, code: 132001, message: "(#132001) Template name does not exist in the translation",
-                    details: "template name (\(template?["name"]?.string ?? "")) does not exist in "
-                        + (template?["language"]?["code"]?.string ?? "?")
-                ))
+                return reject(
+                    channel, "132001",
+                    whatsappError(
+                        .badRequest, code: 132001, message: "(#132001) Template name does not exist in the translation",
+                        details: "template name (\(template?["name"]?.string ?? "")) does not exist in "
+                            + (template?["language"]?["code"]?.string ?? "?")
+                    ))
             }
             let values = (template?["components"]?.array ?? []).filter { $0["type"]?.string == "body" }
                 .flatMap { $0["parameters"]?.array ?? [] }.map { $0["text"]?.string ?? "" }
             guard values.count == expected else {
-                return reject(channel, "132000", whatsappError(
-                    .badRequest, code: 132000,
-                    message: "(#132000) Number of parameters does not match the expected number of params",
-                    details: "body: number of localizable_params (\(values.count)) does not match the expected number "
-                        + "of params (\(expected))"
-                ))
+                return reject(
+                    channel, "132000",
+                    whatsappError(
+                        .badRequest, code: 132000,
+                        message: "(#132000) Number of parameters does not match the expected number of params",
+                        details:
+                            "body: number of localizable_params (\(values.count)) does not match the expected number "
+                            + "of params (\(expected))"
+                    ))
             }
             do {
                 try WhatsApp.validateTemplateParameters(values)
             } catch let error as ChannelLimitError {
-                return reject(channel, "132012", whatsappError(
-                    .badRequest, code: 132012,
-                    message: "(#132012) Parameter format does not match format in the created template",
-                    details: error.description
-                ))
+                return reject(
+                    channel, "132012",
+                    whatsappError(
+                        .badRequest, code: 132012,
+                        message: "(#132012) Parameter format does not match format in the created template",
+                        details: error.description
+                    ))
             } catch {
                 return reject(channel, "132012", invalidParameter("\(error)"))
             }
@@ -129,23 +149,31 @@ extension ProviderSimulator {
             if !(refused && inResponse) {
                 let pairInterval = s.behaviour.whatsappPairIntervalSeconds
                 let pairRate = pairInterval > 0 ? 1 / pairInterval : 0
-                if s.takeRecipient("w|\(to)", rate: pairRate, burst: Double(s.behaviour.whatsappPairBurst), now: now) != nil {
+                if s.takeRecipient("w|\(to)", rate: pairRate, burst: Double(s.behaviour.whatsappPairBurst), now: now)
+                    != nil
+                {
                     return (.throttled(code: 131056), "", false)
                 }
             }
             let wamid = "wamid.SIM\(instance)x\(s.nextCounter())"
             if s.isUnknown(channel, to) || s.isBlocked(channel, to) {
                 s.recorder.count(channel) { $0.rejected["131026", default: 0] += 1 }
-                return (.failed(code: 131026, title: "Message undeliverable",
-                                details: "The recipient is not on WhatsApp or cannot receive this message."),
-                        wamid, inResponse)
+                return (
+                    .failed(
+                        code: 131026, title: "Message undeliverable",
+                        details: "The recipient is not on WhatsApp or cannot receive this message."),
+                    wamid, inResponse
+                )
             }
             if templateName == nil && !s.windowOpen(channel, to, hours: 24, now: now) {
                 s.recorder.count(channel) { $0.rejected["131047", default: 0] += 1 }
-                return (.failed(code: 131047, title: "Re-engagement message",
-                                details: "Message failed to send because more than 24 hours have passed since the "
-                                    + "customer last replied to this number."),
-                        wamid, inResponse)
+                return (
+                    .failed(
+                        code: 131047, title: "Re-engagement message",
+                        details: "Message failed to send because more than 24 hours have passed since the "
+                            + "customer last replied to this number."),
+                    wamid, inResponse
+                )
             }
             s.recorder.record(
                 channel: channel, recipient: to, kind: templateName == nil ? "text" : "template", text: text,
@@ -184,8 +212,10 @@ extension ProviderSimulator {
             if inResponse {
                 return whatsappError(.badRequest, code: code, message: "(#\(code)) \(title)", details: details)
             }
-            statusWebhooks.enqueue(.init(messageID: wamid, status: "failed", recipient: to, errorCode: code,
-                                         errorTitle: title, errorDetails: details))
+            statusWebhooks.enqueue(
+                .init(
+                    messageID: wamid, status: "failed", recipient: to, errorCode: code,
+                    errorTitle: title, errorDetails: details))
             return whatsappAccepted(to: to, wamid: wamid, template: template != nil)
         case .accepted:
             statusWebhooks.enqueue(.init(messageID: wamid, status: "sent", recipient: to))

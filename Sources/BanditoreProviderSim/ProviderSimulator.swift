@@ -83,7 +83,8 @@ public final class ProviderSimulator: Service, Sendable {
             let fault: Fault =
                 roll < b.timeoutRate
                 ? .timeout
-                : roll < b.timeoutRate + b.errorRate ? .error : roll < b.timeoutRate + b.errorRate + b.lateRate ? .late : .none
+                : roll < b.timeoutRate + b.errorRate
+                    ? .error : roll < b.timeoutRate + b.errorRate + b.lateRate ? .late : .none
             switch fault {
             case .none: break
             case .late:
@@ -109,12 +110,16 @@ public final class ProviderSimulator: Service, Sendable {
             }
         }
         family("banditore_sim_accepted_total", "Messages the simulated providers accepted.") { $0.accepted }
-        family("banditore_sim_duplicates_total", "Accepted messages that repeat content to a recipient.") { $0.duplicates }
+        family("banditore_sim_duplicates_total", "Accepted messages that repeat content to a recipient.") {
+            $0.duplicates
+        }
         family("banditore_sim_throttled_total", "Sends refused for a rate limit.") { $0.throttled }
         family("banditore_sim_faults_total", "Injected transient errors.") { $0.faults }
         family("banditore_sim_timeouts_total", "Injected timeouts.") { $0.timeouts }
         family("banditore_sim_late_answers_total", "Sends accepted and answered after the timeout.") { $0.lateAnswers }
-        family("banditore_sim_repeats_dropped_total", "Repeated sends dropped by their client_msg_id.") { $0.repeatsDropped }
+        family("banditore_sim_repeats_dropped_total", "Repeated sends dropped by their client_msg_id.") {
+            $0.repeatsDropped
+        }
         family("banditore_sim_webhooks_total", "Citizen webhooks sent to ingest.") { $0.webhooksSent }
         out += "# HELP banditore_sim_rejected_total Sends refused, by the provider's code.\n"
         out += "# TYPE banditore_sim_rejected_total counter\n"

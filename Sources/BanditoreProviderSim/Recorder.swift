@@ -76,7 +76,8 @@ struct Recorder: Sendable {
         var first = false
         perRecipient[RecipientKey(channel: channel, recipient: recipient), default: 0].increment(andNoteFirst: &first)
         var repeated = false
-        let contentKey = ContentKey(channel: channel, recipient: recipient, template: template, textHash: text.hashValue)
+        let contentKey = ContentKey(
+            channel: channel, recipient: recipient, template: template, textHash: text.hashValue)
         perContent[contentKey, default: 0].increment(andNoteRepeat: &repeated)
         if repeated && repeatedTexts[contentKey] == nil { repeatedTexts[contentKey] = text }
         count(channel) {
@@ -86,10 +87,11 @@ struct Recorder: Sendable {
         }
         guard limit > 0 else { return }
         if messages.count >= limit { messages.removeFirst() }
-        messages.append(RecordedMessage(
-            seq: seq, channel: channel, recipient: recipient, kind: kind, text: text, template: template,
-            parameters: parameters, providerMessageID: providerMessageID, acceptedAt: Date()
-        ))
+        messages.append(
+            RecordedMessage(
+                seq: seq, channel: channel, recipient: recipient, kind: kind, text: text, template: template,
+                parameters: parameters, providerMessageID: providerMessageID, acceptedAt: Date()
+            ))
     }
 
     mutating func count(_ channel: Channel, _ update: (inout ChannelStats) -> Void) {

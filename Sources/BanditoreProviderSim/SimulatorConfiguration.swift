@@ -143,7 +143,8 @@ extension SimulatorConfiguration {
     public init(reader: ConfigReader) {
         self.init()
         whatsappPhoneNumberID = reader.string(forKey: "whatsapp.phoneNumberId", default: whatsappPhoneNumberID)
-        whatsappAccessToken = reader.string(forKey: "whatsapp.accessToken", isSecret: true, default: whatsappAccessToken)
+        whatsappAccessToken = reader.string(
+            forKey: "whatsapp.accessToken", isSecret: true, default: whatsappAccessToken)
         whatsappAppSecret = reader.string(forKey: "whatsapp.appSecret", isSecret: true, default: whatsappAppSecret)
         if let templates = reader.string(forKey: "whatsapp.templates") {
             whatsappTemplates = Self.parseTemplates(templates)

@@ -29,7 +29,8 @@ public final class SimulatorServer: Service, Sendable {
     /// Binds, then answers until graceful shutdown or cancellation.
     public func run() async throws {
         let channel = try await bind()
-        logger.info("provider simulator listening", metadata: ["http.address": "\(host):\(channel.localAddress?.port ?? port)"])
+        logger.info(
+            "provider simulator listening", metadata: ["http.address": "\(host):\(channel.localAddress?.port ?? port)"])
         await withGracefulShutdownHandler {
             await withTaskCancellationHandler {
                 try? await channel.closeFuture.get()
@@ -109,7 +110,10 @@ final class SimulatorHTTPHandler: ChannelInboundHandler {
         let keepAlive = head.isKeepAlive
         let headOnly = head.method == .HEAD
         if tooLarge {
-            write(context: context, .json(.payloadTooLarge, "{\"error\":\"request body over \(ProviderSimulator.maxBody) bytes\"}"), keepAlive: false, headOnly: headOnly)
+            write(
+                context: context,
+                .json(.payloadTooLarge, "{\"error\":\"request body over \(ProviderSimulator.maxBody) bytes\"}"),
+                keepAlive: false, headOnly: headOnly)
             return
         }
         let reply = simulator.handle(SimRequest(method: head.method, uri: head.uri, headers: head.headers, body: body))

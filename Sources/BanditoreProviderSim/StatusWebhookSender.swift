@@ -3,10 +3,11 @@ import BanditoreChannels
 import BanditoreCore
 import Foundation
 import Logging
-import struct NIOCore.ByteBuffer
-import struct NIOCore.TimeAmount
 import ServiceLifecycle
 import Synchronization
+
+import struct NIOCore.ByteBuffer
+import struct NIOCore.TimeAmount
 
 /// Sends WhatsApp message statuses (`sent`, `delivered`, `failed`) to ingest's `/webhooks/whatsapp`, signed with
 /// the app secret, in batches every 50 ms, each retried up to three times, as the Cloud API reports them after
@@ -87,7 +88,8 @@ public final class StatusWebhookSender: Sendable {
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         request.headers.add(
-            name: "X-Hub-Signature-256", value: WhatsApp.signature(body: body, appSecret: configuration.whatsappAppSecret)
+            name: "X-Hub-Signature-256",
+            value: WhatsApp.signature(body: body, appSecret: configuration.whatsappAppSecret)
         )
         request.body = .bytes(ByteBuffer(bytes: body))
         for attempt in 1...3 {
@@ -110,14 +112,17 @@ public final class StatusWebhookSender: Sendable {
     /// The Cloud API's webhook body for a batch of statuses.
     func payload(_ statuses: [Status]) -> String {
         let items = statuses.map { s -> String in
-            var item = "{\"id\":\(JSONText.quote(s.messageID)),\"status\":\(JSONText.quote(s.status)),"
+            var item =
+                "{\"id\":\(JSONText.quote(s.messageID)),\"status\":\(JSONText.quote(s.status)),"
                 + "\"timestamp\":\"\(s.timestamp)\",\"recipient_id\":\(JSONText.quote(s.recipient))"
             if let code = s.errorCode {
                 let title = JSONText.quote(s.errorTitle ?? "")
-                item += ",\"errors\":[{\"code\":\(code),\"title\":\(title),\"message\":\(title),"
+                item +=
+                    ",\"errors\":[{\"code\":\(code),\"title\":\(title),\"message\":\(title),"
                     + "\"error_data\":{\"details\":\(JSONText.quote(s.errorDetails ?? ""))}}]"
             } else if s.status != "failed" {
-                item += ",\"conversation\":{\"id\":\"SIMCONV\",\"origin\":{\"type\":\"utility\"}},"
+                item +=
+                    ",\"conversation\":{\"id\":\"SIMCONV\",\"origin\":{\"type\":\"utility\"}},"
                     + "\"pricing\":{\"billable\":true,\"pricing_model\":\"CBP\",\"category\":\"utility\"}"
             }
             return item + "}"

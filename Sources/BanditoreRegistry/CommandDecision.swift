@@ -28,7 +28,9 @@ struct CommandDecision: Sendable, Hashable {
 /// the reply. Pure, so that every rule is tested alone.
 enum CommandRules {
     /// Decides a command (not a delivery report, nor an ignored update: those change no citizen).
-    static func decide(_ command: CitizenCommand, citizen found: CitizenState?, catalogue: [TopicInfo]) -> CommandDecision {
+    static func decide(_ command: CitizenCommand, citizen found: CitizenState?, catalogue: [TopicInfo])
+        -> CommandDecision
+    {
         var decision = CommandDecision(
             citizen: found, language: found?.language ?? command.writtenIn ?? command.reportedLanguage ?? .italian
         )
@@ -53,7 +55,8 @@ enum CommandRules {
                 }
                 decision.citizen = existing
                 decision.reply =
-                    wasActive ? .alreadySubscribed(topics: named(existing.topics)) : .welcomeBack(topics: named(existing.topics))
+                    wasActive
+                    ? .alreadySubscribed(topics: named(existing.topics)) : .welcomeBack(topics: named(existing.topics))
             } else {
                 let topics = chosenTopic(command, catalogue: catalogue).map { [$0.slug] } ?? catalogue.map(\.slug)
                 decision.citizen = CitizenState(

@@ -180,12 +180,13 @@ public struct CommandHandler: Sendable {
             if let known = prefetched?.fresh {
                 fresh = known
             } else {
-                fresh = try await connection.query(
-                    """
-                    INSERT INTO inbound_messages (channel, provider_message_id) VALUES (\(command.channel.rawValue), \(key))
-                    ON CONFLICT DO NOTHING
-                    """
-                ).affectedRows == 1
+                fresh =
+                    try await connection.query(
+                        """
+                        INSERT INTO inbound_messages (channel, provider_message_id) VALUES (\(command.channel.rawValue), \(key))
+                        ON CONFLICT DO NOTHING
+                        """
+                    ).affectedRows == 1
             }
             if !fresh {
                 outcome.duplicate = true
@@ -201,9 +202,13 @@ public struct CommandHandler: Sendable {
             }
         // A row the batch's read-ahead created for this command is new to the rules.
         let createdAhead = prefetched?.created == true
-        let found = createdAhead ? nil : record.map {
-            CitizenState(active: $0.active, language: $0.language, inactiveReason: $0.inactiveReason, topics: $0.topics)
-        }
+        let found =
+            createdAhead
+            ? nil
+            : record.map {
+                CitizenState(
+                    active: $0.active, language: $0.language, inactiveReason: $0.inactiveReason, topics: $0.topics)
+            }
         let decision = CommandRules.decide(command, citizen: found, catalogue: catalogue)
         if decision.create {
             if record == nil {

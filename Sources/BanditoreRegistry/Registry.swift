@@ -195,7 +195,8 @@ public final class Registry: Service, Sendable {
                     )
                     delivery.reject(requeue: false)
                 } else {
-                    logger.warning("command put back after an error", metadata: ["error": "\(String(reflecting: error))"])
+                    logger.warning(
+                        "command put back after an error", metadata: ["error": "\(String(reflecting: error))"])
                     try? await Task.sleep(for: .seconds(1))
                     delivery.nack(requeue: true)
                 }

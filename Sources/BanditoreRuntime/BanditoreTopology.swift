@@ -113,7 +113,8 @@ public enum BanditoreTopology {
         consumed(registryCommands, type: .quorum)
         bindings.append(AMQPBinding(queue: registryCommands, exchange: commandsExchange, routingKey: "command.*"))
         consumed(registryEvents)
-        bindings.append(AMQPBinding(queue: registryEvents, exchange: eventsExchange, routingKey: "recipient.unreachable"))
+        bindings.append(
+            AMQPBinding(queue: registryEvents, exchange: eventsExchange, routingKey: "recipient.unreachable"))
         bindings.append(AMQPBinding(queue: registryEvents, exchange: eventsExchange, routingKey: "delivery.*"))
         consumed(composerBulletins)
         bindings.append(
@@ -129,7 +130,8 @@ public enum BanditoreTopology {
                     // Poison jobs of every rank go to the channel's one dead-letter queue.
                     queues.append(
                         AMQPQueue(
-                            name: rankQueue, deadLetterExchange: deadExchange, deadLetterRoutingKey: queue, type: .quorum
+                            name: rankQueue, deadLetterExchange: deadExchange, deadLetterRoutingKey: queue,
+                            type: .quorum
                         )
                     )
                 }
@@ -138,10 +140,14 @@ public enum BanditoreTopology {
                 for (step, delay) in retryDelays.enumerated() {
                     let retry = retryQueue(channel, rank, step: step)
                     queues.append(
-                        AMQPQueue(name: retry, deadLetterExchange: deliveriesExchange, deadLetterRoutingKey: key, messageTTL: delay)
+                        AMQPQueue(
+                            name: retry, deadLetterExchange: deliveriesExchange, deadLetterRoutingKey: key,
+                            messageTTL: delay)
                     )
                     bindings.append(
-                        AMQPBinding(queue: retry, exchange: retryExchange, routingKey: retryRoutingKey(channel, rank, step: step))
+                        AMQPBinding(
+                            queue: retry, exchange: retryExchange,
+                            routingKey: retryRoutingKey(channel, rank, step: step))
                     )
                 }
             }

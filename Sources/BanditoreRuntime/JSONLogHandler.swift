@@ -4,7 +4,7 @@ import Logging
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Writes one JSON object per line to standard error: `ts`, `level`, `service`, `logger`, `msg`, then metadata,

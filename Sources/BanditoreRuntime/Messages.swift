@@ -53,7 +53,8 @@ public struct Settlement: Sendable {
 
     /// `what` names the message in logs ("job", "command"); `poison` counts the dead-lettered ones, `failures` the
     /// ones put back.
-    public init(what: String, logger: Logger, poison: Counter, failures: Counter? = nil, pause: Duration = .seconds(1)) {
+    public init(what: String, logger: Logger, poison: Counter, failures: Counter? = nil, pause: Duration = .seconds(1))
+    {
         self.what = what
         self.logger = logger
         self.poison = poison

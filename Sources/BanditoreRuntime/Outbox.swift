@@ -40,7 +40,8 @@ public enum Outbox {
         encoding value: some Encodable, type: String, messageID: String, exchange: String, routingKey: String,
         on connection: PostgresConnection
     ) async throws -> OutboxMessage {
-        let entry = try Entry(encoding: value, type: type, messageID: messageID, exchange: exchange, routingKey: routingKey)
+        let entry = try Entry(
+            encoding: value, type: type, messageID: messageID, exchange: exchange, routingKey: routingKey)
         return try await add([entry], on: connection)[0]
     }
 
@@ -225,7 +226,9 @@ public final class OutboxRelay: Service, Sendable {
             while !Task.isCancelled {
                 do {
                     let count = try await self.sweep()
-                    if count > 0 { self.logger.info("outbox: published rows left behind", metadata: ["rows": "\(count)"]) }
+                    if count > 0 {
+                        self.logger.info("outbox: published rows left behind", metadata: ["rows": "\(count)"])
+                    }
                 } catch {
                     self.logger.warning("outbox sweep failed", metadata: ["error": "\(String(reflecting: error))"])
                 }
@@ -233,7 +236,9 @@ public final class OutboxRelay: Service, Sendable {
                     pruned = ContinuousClock.now
                     do {
                         let count = try await self.prune()
-                        if count > 0 { self.logger.info("outbox: deleted rows past retention", metadata: ["rows": "\(count)"]) }
+                        if count > 0 {
+                            self.logger.info("outbox: deleted rows past retention", metadata: ["rows": "\(count)"])
+                        }
                     } catch {
                         self.logger.warning("outbox prune failed", metadata: ["error": "\(String(reflecting: error))"])
                     }

@@ -51,7 +51,9 @@ public struct ServiceParts: Sendable {
     public var services: [any Service]
     public var routes: @Sendable (Router<BasicRequestContext>) -> Void
 
-    public init(services: [any Service] = [], routes: @escaping @Sendable (Router<BasicRequestContext>) -> Void = { _ in }) {
+    public init(
+        services: [any Service] = [], routes: @escaping @Sendable (Router<BasicRequestContext>) -> Void = { _ in }
+    ) {
         self.services = services
         self.routes = routes
     }
@@ -141,7 +143,8 @@ public enum ServiceRunner {
             services.append(client)
         }
         let context = ServiceContext(
-            configuration: configuration, reader: reader, logger: logger, amqp: amqp, database: database, metrics: registry
+            configuration: configuration, reader: reader, logger: logger, amqp: amqp, database: database,
+            metrics: registry
         )
         let parts = try await setup(context)
         services += parts.services

@@ -94,7 +94,8 @@ public enum DeliveryReports {
         for (channel, ids) in byChannel {
             for start in stride(from: 0, to: ids.count, by: 1_000) {
                 moved += try await applyKept(
-                    channel: channel, providerMessageIDs: Array(ids[start..<min(start + 1_000, ids.count)]), on: connection
+                    channel: channel, providerMessageIDs: Array(ids[start..<min(start + 1_000, ids.count)]),
+                    on: connection
                 )
             }
         }

@@ -30,7 +30,9 @@ public struct SubscriberStats: Sendable, Codable, Hashable {
                 FROM subscribers GROUP BY channel, language
                 """
             ).rows
-            for channel in ["whatsapp", "telegram", "wechat"] { stats.byChannel[channel] = Counts(active: 0, inactive: 0) }
+            for channel in ["whatsapp", "telegram", "wechat"] {
+                stats.byChannel[channel] = Counts(active: 0, inactive: 0)
+            }
             for language in ["it", "zh", "en"] { stats.byLanguage[language] = 0 }
             for row in rows {
                 let (channel, language, active, inactive) = try row.decode(String.self, String.self, Int.self, Int.self)

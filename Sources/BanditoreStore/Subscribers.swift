@@ -85,7 +85,9 @@ public enum Subscribers {
     /// Creates the rows and their topics in one statement, in (channel, address) order as every batch does, so
     /// that two transactions creating some of the same citizens do not each wait for the other's; keyed by
     /// ``key(_:_:)``. A citizen created meanwhile by another transaction is a unique violation, as for one row.
-    public static func create(_ new: [New], on connection: PostgresConnection) async throws -> [String: SubscriberRecord] {
+    public static func create(_ new: [New], on connection: PostgresConnection) async throws -> [String:
+        SubscriberRecord]
+    {
         let sorted = new.sorted { ($0.channel.rawValue, $0.address) < ($1.channel.rawValue, $1.address) }
         var topicOwners: [Int] = []
         var topicSlugs: [String] = []
@@ -115,7 +117,8 @@ public enum Subscribers {
             """
         ).rows
         var out: [String: SubscriberRecord] = [:]
-        let byKey = Dictionary(sorted.map { (key($0.channel, $0.address), $0) }, uniquingKeysWith: { first, _ in first })
+        let byKey = Dictionary(
+            sorted.map { (key($0.channel, $0.address), $0) }, uniquingKeysWith: { first, _ in first })
         for row in rows {
             let (id, channel, address) = try row.decode(Int64.self, String.self, String.self)
             guard let channel = Channel(rawValue: channel), let new = byKey[key(channel, address)] else { continue }
@@ -129,7 +132,9 @@ public enum Subscribers {
 
     /// Writes a row's language and state (its topics apart: ``follow(_:id:on:)``); leaving records when and why,
     /// coming back clears them.
-    public static func save(_ record: SubscriberRecord, lastInbound: Date, on connection: PostgresConnection) async throws {
+    public static func save(_ record: SubscriberRecord, lastInbound: Date, on connection: PostgresConnection)
+        async throws
+    {
         try await connection.query(
             """
             UPDATE subscribers SET

@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Runs programs with `posix_spawn` and waits for them on a thread of their own (never on the cooperative pool).

@@ -3,7 +3,7 @@ import Foundation
 import Logging
 
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 
 /// A virtual host and a database of a test's own on the shared test servers: the test declares the whole topology
@@ -51,7 +51,8 @@ public struct IsolatedServers: Sendable {
         let status = (response as? HTTPURLResponse)?.statusCode ?? 0
         guard (200..<300).contains(status) else {
             throw ManagementError(
-                description: "RabbitMQ management PUT \(path) answered \(status): \(String(decoding: data, as: UTF8.self))"
+                description:
+                    "RabbitMQ management PUT \(path) answered \(status): \(String(decoding: data, as: UTF8.self))"
             )
         }
     }

@@ -4,10 +4,11 @@ import BanditoreCore
 import BanditorePostgres
 import BanditoreTesting
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import Logging
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 
 /// Measures the AMQP and PostgreSQL modules; `scripts/bench` runs it beside the plain C and psql baselines.
 /// Each subcommand prints one rate (items per second) on standard output.
@@ -17,7 +18,8 @@ struct Bench: AsyncParsableCommand {
         commandName: "banditore-bench",
         abstract: "Throughput of Banditore's AMQP and PostgreSQL modules.",
         subcommands: [
-            Publish.self, Consume.self, DeleteQueues.self, Copy.self, Stream.self, Dispatch.self, Urgent.self, Codecs.self,
+            Publish.self, Consume.self, DeleteQueues.self, Copy.self, Stream.self, Dispatch.self, Urgent.self,
+            Codecs.self,
         ]
     )
 }
@@ -145,9 +147,13 @@ struct Dispatch: AsyncParsableCommand {
     @Option(help: "Recipients per channel.") var recipients = 20_000
     @Option(help: "Channels, comma separated.") var channels = "whatsapp,telegram,wechat"
     @Option(help: "Recipients per job.") var chunk = 500
-    @Option(help: "A dispatcher's /metrics URL (repeat for each replica): its committed-status counter tells when to check the database.")
+    @Option(
+        help:
+            "A dispatcher's /metrics URL (repeat for each replica): its committed-status counter tells when to check the database."
+    )
     var metricsURL: [String] = []
-    @Option(help: "Distinguishes this run's addresses from earlier runs'.") var salt = Int(Date().timeIntervalSince1970) % 1000
+    @Option(help: "Distinguishes this run's addresses from earlier runs'.") var salt =
+        Int(Date().timeIntervalSince1970) % 1000
 
     func run() async throws {
         let selected = channels.split(separator: ",").compactMap { Channel(rawValue: String($0)) }
@@ -160,7 +166,8 @@ struct Dispatch: AsyncParsableCommand {
             bulletins[channel] = bulletin
             seeded[channel] = try await DeliveryFixtures.seed(
                 database, channel: channel,
-                addresses: (0..<recipients).map { DeliveryFixtures.address(channel, $0, salt: salt) }, bulletinID: bulletin
+                addresses: (0..<recipients).map { DeliveryFixtures.address(channel, $0, salt: salt) },
+                bulletinID: bulletin
             )
         }
         // Done when every delivery is recorded. The dispatchers' committed-status counters tell when to look (a
@@ -219,12 +226,17 @@ struct Dispatch: AsyncParsableCommand {
                 "SELECT count(*) FROM deliveries WHERE bulletin_id = \(bulletins[channel]!) AND state = 'sent'"
             ).first!.decode(Int.self, at: 0)
             let name = channel.rawValue.padding(toLength: 9, withPad: " ", startingAt: 0)
-            print(name + String(format: " %7d sent in %6.2f s: %8.0f/s", sent, finished[channel]!,
-                                Double(sent) / finished[channel]!))
+            print(
+                name
+                    + String(
+                        format: " %7d sent in %6.2f s: %8.0f/s", sent, finished[channel]!,
+                        Double(sent) / finished[channel]!))
         }
         let total = finished.values.max()!
-        print(String(format: "total     %7d sent in %6.2f s: %8.0f/s", recipients * selected.count, total,
-                     Double(recipients * selected.count) / total))
+        print(
+            String(
+                format: "total     %7d sent in %6.2f s: %8.0f/s", recipients * selected.count, total,
+                Double(recipients * selected.count) / total))
         await amqp.close()
         await database.close()
     }
@@ -232,7 +244,8 @@ struct Dispatch: AsyncParsableCommand {
 
 struct Codecs: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "CPU time per delivery job read (500 recipients) and per citizen's command written and read, Foundation's codecs against ours."
+        abstract:
+            "CPU time per delivery job read (500 recipients) and per citizen's command written and read, Foundation's codecs against ours."
     )
     @Option var rounds = 2_000
 
@@ -265,12 +278,16 @@ struct Codecs: ParsableCommand {
             let micros = (ContinuousClock.now - start).inSeconds * 1e6 / Double(rounds)
             print(name.padding(toLength: 46, withPad: " ", startingAt: 0) + String(format: "%9.2f µs", micros))
         }
-        try measure("job read, JSONDecoder") { try JSONDecoder().decode(DeliveryJob.self, from: Data(body)).recipients.count }
+        try measure("job read, JSONDecoder") {
+            try JSONDecoder().decode(DeliveryJob.self, from: Data(body)).recipients.count
+        }
         try measure("job read, DeliveryJob(json:)") { try DeliveryJob(json: body).recipients.count }
         try measure("command written, JSONEncoder") { try JSONEncoder().encode(command).count }
         measure("command written, CitizenCommand.json()") { command.json().count }
         let written = command.json()
-        try measure("command read, JSONDecoder") { try JSONDecoder().decode(CitizenCommand.self, from: Data(written)).text?.count ?? 0 }
+        try measure("command read, JSONDecoder") {
+            try JSONDecoder().decode(CitizenCommand.self, from: Data(written)).text?.count ?? 0
+        }
         try measure("command read, CitizenCommand(json:)") { try CitizenCommand(json: written).text?.count ?? 0 }
         if sink == 42 { print("") }
     }

@@ -4,10 +4,11 @@ import BanditoreCore
 import BanditorePostgres
 import BanditoreTesting
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import Logging
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 
 /// An urgent bulletin posted while a normal one is going out, through running dispatchers and a simulator with
 /// the providers' real limits: how soon its first and last sends reach the provider after the post, its share of
@@ -26,7 +27,8 @@ struct Urgent: AsyncParsableCommand {
     @Option(help: "Seconds between the normal bulletin's jobs and the urgent one's.") var delay = 3.0
     @Option(help: "The channels' limits, as `telegram:30,whatsapp:80` (the urgent rate when it has its own).")
     var limits = "telegram:30,whatsapp:80,wechat:0"
-    @Option(help: "Distinguishes this run's addresses from earlier runs'.") var salt = Int(Date().timeIntervalSince1970) % 1000
+    @Option(help: "Distinguishes this run's addresses from earlier runs'.") var salt =
+        Int(Date().timeIntervalSince1970) % 1000
 
     func run() async throws {
         let selected = channels.split(separator: ",").compactMap { Channel(rawValue: String($0)) }
@@ -52,7 +54,8 @@ struct Urgent: AsyncParsableCommand {
                 normalBulletins[channel] = bulletin
                 let recipients = try await DeliveryFixtures.seed(
                     database, channel: channel,
-                    addresses: (0..<normal).map { DeliveryFixtures.address(channel, $0, salt: salt * 2) }, bulletinID: bulletin
+                    addresses: (0..<normal).map { DeliveryFixtures.address(channel, $0, salt: salt * 2) },
+                    bulletinID: bulletin
                 )
                 normalJobs += DeliveryFixtures.encodeJobs(
                     channel: channel, recipients: recipients, bulletinID: bulletin, chunk: 500,
@@ -63,7 +66,8 @@ struct Urgent: AsyncParsableCommand {
             urgentBulletins[channel] = bulletin
             let addresses = (0..<urgent).map { DeliveryFixtures.address(channel, $0, salt: salt * 2 + 1) }
             urgentAddresses[channel] = Set(addresses)
-            let recipients = try await DeliveryFixtures.seed(database, channel: channel, addresses: addresses, bulletinID: bulletin)
+            let recipients = try await DeliveryFixtures.seed(
+                database, channel: channel, addresses: addresses, bulletinID: bulletin)
             urgentJobs += DeliveryFixtures.encodeJobs(
                 channel: channel, recipients: recipients, bulletinID: bulletin, chunk: 500, urgent: true,
                 message: DeliveryFixtures.message(channel, text: "Allerta meteo: scuole chiuse")
@@ -103,22 +107,28 @@ struct Urgent: AsyncParsableCommand {
             let refused = now.throttled - was.throttled
             let attempts = accepted + refused
             print(
-                "\(name) urgent \(urgentTimes.count): first send " + String(format: "%.2f", first.timeIntervalSince(posted))
+                "\(name) urgent \(urgentTimes.count): first send "
+                    + String(format: "%.2f", first.timeIntervalSince(posted))
                     + " s after the post, last " + String(format: "%.1f", last.timeIntervalSince(posted)) + " s; "
                     + String(format: "%.1f", share * 100) + "% of the channel's sends while it ran, at "
                     + String(format: "%.1f", urgentRate) + "/s"
-                    + (limit[channel].map { $0 > 0 ? String(format: " (%.1f%% of %.0f/s)", urgentRate / $0 * 100, $0) : "" } ?? "")
+                    + (limit[channel].map {
+                        $0 > 0 ? String(format: " (%.1f%% of %.0f/s)", urgentRate / $0 * 100, $0) : ""
+                    } ?? "")
             )
             // The provider's view, second by second from the first urgent send: a slow second shows a stall.
             var perSecond: [Int: Int] = [:]
             for time in urgentTimes { perSecond[Int(time.timeIntervalSince(first)), default: 0] += 1 }
-            let whole = perSecond.filter { $0.key < Int(last.timeIntervalSince(first)) }.sorted { $0.key < $1.key }.map(\.value)
+            let whole = perSecond.filter { $0.key < Int(last.timeIntervalSince(first)) }.sorted { $0.key < $1.key }.map(
+                \.value)
             if !whole.isEmpty {
                 print("\(name) urgent sends per whole second: " + whole.map(String.init).joined(separator: " "))
             }
             print(
                 "\(name) all \(all.count) sends at " + String(format: "%.1f", overall) + "/s"
-                    + (limit[channel].map { $0 > 0 ? String(format: " = %.1f%% of %.0f/s", overall / $0 * 100, $0) : "" } ?? "")
+                    + (limit[channel].map {
+                        $0 > 0 ? String(format: " = %.1f%% of %.0f/s", overall / $0 * 100, $0) : ""
+                    } ?? "")
                     + "; refused for rate or pace: \(refused) of \(attempts) attempts ("
                     + String(format: "%.2f", Double(refused) / Double(max(attempts, 1)) * 100) + "%), duplicates "
                     + "\(now.duplicates - was.duplicates)"
@@ -181,7 +191,8 @@ struct SimClient {
         var out: [Message] = []
         var cursor = after
         while true {
-            let page = try Self.decoder.decode(Page.self, from: try await get("/sim/messages?after=\(cursor)&limit=50000"))
+            let page = try Self.decoder.decode(
+                Page.self, from: try await get("/sim/messages?after=\(cursor)&limit=50000"))
             guard let last = page.messages.last else { return out }
             out += page.messages
             cursor = last.seq

@@ -4,7 +4,7 @@ import BanditoreStore
 import Foundation
 
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 
 /// Where the admin API is and the token to use.
@@ -59,6 +59,8 @@ struct CLIError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
+// The names are the wire format's.
+// swift-format-ignore: AlwaysUseLowerCamelCase
 /// What `GET /v1/bulletins/{id}` answers.
 struct BulletinStatus: Decodable {
     var id: String
@@ -123,8 +125,9 @@ func followStatus(_ api: APIOptions, id: String, follow: Bool) async throws {
             if terminal, !previous.isEmpty {
                 let lines = previous.split(separator: "\n", omittingEmptySubsequences: false).count
                 print("\u{1B}[\(lines)A", terminator: "")
-                print(text.split(separator: "\n", omittingEmptySubsequences: false).map { "\u{1B}[2K" + $0 }
-                    .joined(separator: "\n"))
+                print(
+                    text.split(separator: "\n", omittingEmptySubsequences: false).map { "\u{1B}[2K" + $0 }
+                        .joined(separator: "\n"))
             } else {
                 print(text)
             }
@@ -155,7 +158,8 @@ struct Post: AsyncParsableCommand {
     @Option(name: .customLong("channel"), help: "A channel (repeat; default all three).") var channels: [String] = []
     @Flag(help: "Urgent: at once, at any hour, to every active subscriber.") var urgent = false
     @Option(help: "Not before this time (ISO 8601, e.g. 2026-11-24T09:30:00+01:00).") var sendAt: String?
-    @Option(help: "Idempotency-Key: posting again with the same key answers the first bulletin.") var idempotencyKey: String?
+    @Option(help: "Idempotency-Key: posting again with the same key answers the first bulletin.") var idempotencyKey:
+        String?
     @Flag(help: "Then follow its progress until it is done.") var follow = false
 
     func run() async throws {
@@ -176,7 +180,8 @@ struct Post: AsyncParsableCommand {
         var headers: [String: String] = [:]
         headers["Idempotency-Key"] = idempotencyKey
         let answer = try api.expectSuccess(try await api.call("POST", "/v1/bulletins", body: body, headers: headers))
-        guard let object = try JSONSerialization.jsonObject(with: answer) as? [String: Any], let id = object["id"] as? String
+        guard let object = try JSONSerialization.jsonObject(with: answer) as? [String: Any],
+            let id = object["id"] as? String
         else { throw CLIError("unexpected answer: \(String(decoding: answer, as: UTF8.self))") }
         print("bulletin \(id) accepted")
         if follow { try await followStatus(api, id: id, follow: true) }

@@ -57,7 +57,9 @@ struct Migrate: AsyncParsableCommand {
             }
         } else {
             let versions = try await migrator.migrate(client)
-            print(versions.isEmpty ? "database is up to date" : "applied: \(versions.map(String.init).joined(separator: ", "))")
+            print(
+                versions.isEmpty
+                    ? "database is up to date" : "applied: \(versions.map(String.init).joined(separator: ", "))")
         }
         await client.close()
     }
@@ -74,21 +76,24 @@ struct Topology: AsyncParsableCommand {
         let logger = Logger(label: "banditore.topology")
         let topology = BanditoreTopology.all
         do {
-            try await AMQPConnection.withConnection(AMQPConfiguration(url: connection.resolvedAMQPURL), logger: logger) {
+            try await AMQPConnection.withConnection(AMQPConfiguration(url: connection.resolvedAMQPURL), logger: logger)
+            {
                 try await $0.declare(topology)
             }
         } catch let error as AMQPError {
             // The broker's reply names the queue and the argument that differs.
             var message = "error: \(error.debugDescription)\n"
             if error.debugDescription.contains("x-queue-type") {
-                message += "a queue exists with another type than this version declares and is not empty or is "
+                message +=
+                    "a queue exists with another type than this version declares and is not empty or is "
                     + "consumed: see the README, \"Upgrading a broker\" under \"AMQP topology\"\n"
             }
             FileHandle.standardError.write(Data(message.utf8))
             throw ExitCode.failure
         }
-        print("declared \(topology.exchanges.count) exchanges, \(topology.queues.count) queues, "
-            + "\(topology.bindings.count) bindings")
+        print(
+            "declared \(topology.exchanges.count) exchanges, \(topology.queues.count) queues, "
+                + "\(topology.bindings.count) bindings")
     }
 }
 
@@ -102,7 +107,8 @@ struct DeadLetterCommands: AsyncParsableCommand {
     )
 
     struct List: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Show the dead letters of a channel; they stay in the queue.")
+        static let configuration = CommandConfiguration(
+            abstract: "Show the dead letters of a channel; they stay in the queue.")
 
         @OptionGroup var connection: ConnectionOptions
         @Option(help: "whatsapp, telegram or wechat.") var channel: Channel
@@ -121,7 +127,9 @@ struct DeadLetterCommands: AsyncParsableCommand {
                 }
                 recipients += job.recipients.count
                 let bulletin = job.bulletinID.map { "bulletin \($0.uuidString.lowercased())" } ?? "reply"
-                print("\(job.id)\t\(bulletin)\t\(job.recipients.count) recipients\tattempts \(job.attempt)\t\(job.lastError ?? "")")
+                print(
+                    "\(job.id)\t\(bulletin)\t\(job.recipients.count) recipients\tattempts \(job.attempt)\t\(job.lastError ?? "")"
+                )
             }
             print("\(letters.count) dead letters on \(DeadLetters.queue(channel)), \(recipients) recipients")
         }
@@ -143,7 +151,9 @@ struct DeadLetterCommands: AsyncParsableCommand {
                 let report = try await DeadLetters.replay(
                     channel, amqpURL: connection.resolvedAMQPURL, database: database, limit: limit, logger: logger
                 )
-                print("replayed \(report.replayed) dead letters (\(report.recipients) recipients) to dispatch.\(channel.rawValue)")
+                print(
+                    "replayed \(report.replayed) dead letters (\(report.recipients) recipients) to dispatch.\(channel.rawValue)"
+                )
                 if report.undecodable > 0 { print("left \(report.undecodable) undecodable letters in place") }
             } catch {
                 await database.close()
@@ -182,9 +192,10 @@ struct Subscribers: AsyncParsableCommand {
             return
         }
         func row(_ name: String, _ values: String...) -> String {
-            name.padding(toLength: 20, withPad: " ", startingAt: 0) + values.map {
-                String(repeating: " ", count: max(0, 10 - $0.count)) + $0
-            }.joined()
+            name.padding(toLength: 20, withPad: " ", startingAt: 0)
+                + values.map {
+                    String(repeating: " ", count: max(0, 10 - $0.count)) + $0
+                }.joined()
         }
         print(row("channel", "active", "inactive"))
         for channel in Channel.allCases {

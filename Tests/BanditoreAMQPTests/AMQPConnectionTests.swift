@@ -1,9 +1,10 @@
-@testable import BanditoreAMQP
 import BanditoreTesting
 import Foundation
 import Logging
 import Synchronization
 import Testing
+
+@testable import BanditoreAMQP
 
 private let logger = Logger(label: "test.amqp")
 
@@ -147,7 +148,9 @@ struct AMQPConnectionTests {
         await connection.close()
     }
 
-    @Test("a queue of another type is declared anew only when empty and unused; with a message it is kept, and the error says why")
+    @Test(
+        "a queue of another type is declared anew only when empty and unused; with a message it is kept, and the error says why"
+    )
     func queueTypeChanged() async throws {
         let connection = try await connect()
         let name = TestServers.uniqueName("test.q")
@@ -282,12 +285,13 @@ struct AMQPConnectionTests {
             for c in 0..<3 {
                 let consumer = try await connection.consume(queue: queue, prefetch: 20)
                 consumers.append(consumer)
-                tasks.append(Task {
-                    for try await delivery in consumer {
-                        seen.bodies.withLock { $0[c, default: []].append(delivery.bodyString) }
-                        delivery.ack()
-                    }
-                })
+                tasks.append(
+                    Task {
+                        for try await delivery in consumer {
+                            seen.bodies.withLock { $0[c, default: []].append(delivery.bodyString) }
+                            delivery.ack()
+                        }
+                    })
             }
             let all = await eventually(timeout: .seconds(30)) {
                 seen.bodies.withLock { $0.values.reduce(0) { $0 + $1.count } } >= total

@@ -1,5 +1,6 @@
-@testable import BanditoreAMQP
 import Testing
+
+@testable import BanditoreAMQP
 
 /// The publisher-confirm bookkeeping, without a broker: waiters are plain names.
 @Suite struct ConfirmTrackerTests {

@@ -30,8 +30,9 @@ struct BulletinRenderingTests {
         #expect(content.channels == [.whatsapp, .telegram, .wechat])
         #expect(content.urgency == .normal)
         #expect(content.text(for: .english) == "Oggi: via Roma 1.")
-        #expect(try BulletinDraft(title: "Allerta", body: ["it": "Vento forte"], topics: [], urgency: "urgent")
-            .validated(knownTopics: topics).urgency == .urgent)
+        #expect(
+            try BulletinDraft(title: "Allerta", body: ["it": "Vento forte"], topics: [], urgency: "urgent")
+                .validated(knownTopics: topics).urgency == .urgent)
     }
 
     @Test("send_at: ISO 8601 with a time zone, fractions allowed; anything else is an error naming send_at")
@@ -53,7 +54,8 @@ struct BulletinRenderingTests {
             }
         }
         // Encoded as it is read.
-        let draft = BulletinDraft(title: "T", body: ["it": "x"], topics: [], sendAt: Date(timeIntervalSince1970: 1_772_434_800))
+        let draft = BulletinDraft(
+            title: "T", body: ["it": "x"], topics: [], sendAt: Date(timeIntervalSince1970: 1_772_434_800))
         let again = try JSONDecoder().decode(BulletinDraft.self, from: JSONEncoder().encode(draft))
         #expect(again == draft)
     }
@@ -85,7 +87,9 @@ struct BulletinRenderingTests {
         // Over a channel's limit: WeChat template fields hold 200 characters; WhatsApp's template body 1,024.
         draft = base
         draft.body["zh"] = String(repeating: "停", count: 201)
-        #expect(invalid(draft) == BulletinInvalid("body.zh", "too long or malformed for wechat: 201 characters, at most 200"))
+        #expect(
+            invalid(draft)
+                == BulletinInvalid("body.zh", "too long or malformed for wechat: 201 characters, at most 200"))
         draft.channels = ["telegram", "whatsapp"]
         #expect(invalid(draft) == nil)
         draft.body["it"] = String(repeating: "a", count: 1100)
@@ -100,14 +104,16 @@ struct BulletinRenderingTests {
     @Test("each channel's message: Telegram plain text, WhatsApp template parameters on one line, WeChat fields")
     func rendering() throws {
         let content = try BulletinDraft(
-            title: "Scuole chiuse", body: ["it": "Domani scuole chiuse.\n\nAllerta    meteo\tarancione.", "zh": "明天学校停课。"],
+            title: "Scuole chiuse",
+            body: ["it": "Domani scuole chiuse.\n\nAllerta    meteo\tarancione.", "zh": "明天学校停课。"],
             topics: ["scuola"]
         ).validated(knownTopics: topics)
         let telegram = BulletinRendering.messages(content, channel: .telegram)
         #expect(telegram[.italian]?.text == "Scuole chiuse\n\nDomani scuole chiuse.\n\nAllerta    meteo\tarancione.")
         #expect(telegram.keys.sorted { $0.rawValue < $1.rawValue } == [.italian, .chinese])
         let whatsapp = BulletinRendering.messages(content, channel: .whatsapp)
-        #expect(whatsapp[.italian]?.parameters == ["Scuole chiuse", "Domani scuole chiuse. · Allerta meteo arancione."])
+        #expect(
+            whatsapp[.italian]?.parameters == ["Scuole chiuse", "Domani scuole chiuse. · Allerta meteo arancione."])
         #expect(whatsapp[.chinese]?.templateLanguage == "zh_CN")
         #expect(whatsapp[.italian]?.template == "banditore_bulletin")
         try WhatsApp.validateTemplateParameters(whatsapp[.italian]?.parameters ?? [])

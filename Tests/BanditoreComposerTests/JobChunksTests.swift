@@ -16,7 +16,9 @@ struct JobChunksTests {
         var jobs: [(Channel, [Int64])] = []
         for id in Int64(101)...108 {
             let channel: Channel = id % 2 == 0 ? .telegram : .whatsapp
-            if let full = chunks.add(recipient(id), channel: channel) { jobs.append((channel, full.map { $0.deliveryID! })) }
+            if let full = chunks.add(recipient(id), channel: channel) {
+                jobs.append((channel, full.map { $0.deliveryID! }))
+            }
         }
         #expect(jobs.map(\.0) == [.whatsapp, .telegram])
         #expect(jobs.map(\.1) == [[101, 103, 105], [102, 104, 106]])

@@ -9,17 +9,21 @@ struct CitizenCommandJSONTests {
         CitizenCommand(
             id: "cmd-\"1\"", channel: .wechat, address: "oSim\\x\u{1}", kind: .follow, dedupeKey: "wechat:7",
             topic: "Protezione Civile", language: .chinese, reportedLanguage: .english, writtenIn: .chinese,
-            leaveReason: .unfollowed, text: "关注 学校\n\t“scuola”", receivedAt: Date(timeIntervalSince1970: 1_764_864_000.123456),
+            leaveReason: .unfollowed, text: "关注 学校\n\t“scuola”",
+            receivedAt: Date(timeIntervalSince1970: 1_764_864_000.123456),
             correlationID: "corr-9"
         ),
         CitizenCommand(
             channel: .whatsapp, address: "393331234567", kind: .deliveryStatus,
-            report: .init(providerMessageID: "wamid.HBg=", status: "failed", errorCode: 131_026, errorTitle: "Message undeliverable"),
+            report: .init(
+                providerMessageID: "wamid.HBg=", status: "failed", errorCode: 131_026,
+                errorTitle: "Message undeliverable"),
             receivedAt: Date(timeIntervalSinceReferenceDate: 0)
         ),
         CitizenCommand(
             channel: .whatsapp, address: "393331234567", kind: .deliveryStatus,
-            report: .init(providerMessageID: "wamid.X", status: "read"), receivedAt: Date(timeIntervalSinceReferenceDate: -1.5e9)
+            report: .init(providerMessageID: "wamid.X", status: "read"),
+            receivedAt: Date(timeIntervalSinceReferenceDate: -1.5e9)
         ),
         CitizenCommand(channel: .telegram, address: "1", kind: .unsubscribe, leaveReason: .blocked, text: ""),
     ]
@@ -31,7 +35,8 @@ struct CitizenCommandJSONTests {
         #expect(decoded.receivedAt.timeIntervalSinceReferenceDate == command.receivedAt.timeIntervalSinceReferenceDate)
     }
 
-    @Test("read back by our reader, from our writer and from JSONEncoder, as JSONDecoder reads them", arguments: commands)
+    @Test(
+        "read back by our reader, from our writer and from JSONEncoder, as JSONDecoder reads them", arguments: commands)
     func reader(command: CitizenCommand) throws {
         #expect(try CitizenCommand(json: command.json()) == command)
         let encoded = Array(try JSONEncoder().encode(command))
@@ -48,7 +53,9 @@ struct CitizenCommandJSONTests {
             """#
         let ours = try CitizenCommand(json: Array(body.utf8))
         #expect(ours == (try JSONDecoder().decode(CitizenCommand.self, from: Data(body.utf8))))
-        #expect(ours.language == .chinese && ours.topic == nil && ours.receivedAt == Date(timeIntervalSinceReferenceDate: 786_000_000))
+        #expect(
+            ours.language == .chinese && ours.topic == nil
+                && ours.receivedAt == Date(timeIntervalSinceReferenceDate: 786_000_000))
     }
 
     @Test(

@@ -83,11 +83,15 @@ struct CommandParsingTests {
 
     @Test("a command in English words reports English; Italian ones and Telegram's /start and /stop report nothing")
     func writtenInEnglish() {
-        for text in ["subscribe", "Subscribe!", "UNSUBSCRIBE", "help", "topics", "status", "follow scuola", "unfollow scuola"] {
+        for text in [
+            "subscribe", "Subscribe!", "UNSUBSCRIBE", "help", "topics", "status", "follow scuola", "unfollow scuola",
+        ] {
             #expect(CommandParser.parse(text).writtenIn == .english, "\(text)")
         }
         #expect(CommandParser.parse("follow scuola").topic == "scuola")
-        for text in ["ATTIVA ISCRIZIONE", "disattiva", "aiuto", "segui scuola", "/start", "/stop", "start", "info", "?"] {
+        for text in [
+            "ATTIVA ISCRIZIONE", "disattiva", "aiuto", "segui scuola", "/start", "/stop", "start", "info", "?",
+        ] {
             #expect(CommandParser.parse(text).writtenIn == nil, "\(text)")
         }
         #expect(CommandParser.parse("订阅").writtenIn == .chinese)

@@ -8,7 +8,8 @@ struct DeliveryJobJSONTests {
         DeliveryJob(
             bulletinID: UUID(), channel: .wechat, urgent: true, attempt: 3,
             messages: [
-                .italian: .wechatTemplate("banditore-bulletin", fields: ["first": "Allerta \"meteo\"", "keyword1": "a\nb"]),
+                .italian: .wechatTemplate(
+                    "banditore-bulletin", fields: ["first": "Allerta \"meteo\"", "keyword1": "a\nb"]),
                 .chinese: .wechatTemplate("banditore-bulletin", fields: ["first": "预警", "keyword1": "明天学校停课。"]),
             ],
             recipients: (0..<50).map {

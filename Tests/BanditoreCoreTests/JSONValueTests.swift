@@ -1,7 +1,6 @@
+import BanditoreCore
 import Foundation
 import Testing
-
-import BanditoreCore
 
 /// Our JSON reader (BanditoreCore), checked against Foundation's on the same documents.
 struct JSONValueTests {
@@ -25,7 +24,8 @@ struct JSONValueTests {
 
     @Test(arguments: [
         "", "{", "{\"a\":}", "{\"a\" 1}", "[1,]", "{\"a\":1,}", "\"unterminated", "{\"a\":tru}", "nul", "01x",
-        "{\"a\":\"\\q\"}", "{\"a\":\"\\ud83d\"}", "{\"a\":\"tab\there\"}", "{} trailing", "[" + String(repeating: "[", count: 100),
+        "{\"a\":\"\\q\"}", "{\"a\":\"\\ud83d\"}", "{\"a\":\"tab\there\"}", "{} trailing",
+        "[" + String(repeating: "[", count: 100),
     ])
     func refusesMalformedDocuments(_ text: String) {
         #expect(JSONValue.parse(Array(text.utf8)) == nil)

@@ -8,7 +8,9 @@ struct JobReadingTests {
         DeliveryJob(
             bulletinID: UUID(), channel: .wechat, urgent: true, attempt: 3,
             messages: [
-                .italian: .wechatTemplate("banditore-bulletin", fields: ["first": "Allerta \"meteo\"", "keyword1": "a\nb"], url: "https://comune.example/a?b=1&c"),
+                .italian: .wechatTemplate(
+                    "banditore-bulletin", fields: ["first": "Allerta \"meteo\"", "keyword1": "a\nb"],
+                    url: "https://comune.example/a?b=1&c"),
                 .chinese: .wechatTemplate("banditore-bulletin", fields: ["first": "预警", "keyword1": "明天学校停课。"]),
             ],
             recipients: (0..<50).map {
@@ -21,7 +23,9 @@ struct JobReadingTests {
         ),
         DeliveryJob(
             channel: .whatsapp,
-            messages: [.english: .whatsappTemplate("bulletin", language: "en", parameters: ["Pharmacy rota", "☀️ 24h"])],
+            messages: [
+                .english: .whatsappTemplate("bulletin", language: "en", parameters: ["Pharmacy rota", "☀️ 24h"])
+            ],
             recipients: [Recipient(deliveryID: 1, subscriberID: 2, address: "393331234567", language: .english)]
         ),
         DeliveryJob(

@@ -46,7 +46,9 @@ struct ServiceHoursTests {
         let tuesday = calendar.date(from: DateComponents(year: 2026, month: 11, day: 24, hour: 21))!
         let saturday = calendar.date(from: DateComponents(year: 2026, month: 11, day: 28, hour: 20))!
         #expect(hours.nextOpening(from: tuesday) == saturday)
-        #expect(hours.isOpen(at: calendar.date(from: DateComponents(year: 2026, month: 11, day: 30, hour: 23, minute: 59))!))
+        #expect(
+            hours.isOpen(at: calendar.date(from: DateComponents(year: 2026, month: 11, day: 30, hour: 23, minute: 59))!)
+        )
 
         for bad in ["", "mon", "mon 9-13", "mon 13:00-09:00", "fun 09:00-10:00", "mon 09:00-25:00", "mon-fri 09:00"] {
             #expect(throws: ServiceHours.ParseError.self, "\(bad)") { try ServiceHours(bad, timeZone: "Europe/Rome") }

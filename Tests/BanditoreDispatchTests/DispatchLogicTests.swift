@@ -39,9 +39,12 @@ struct DispatchLogicTests {
         #expect(UnreachableRecipient.isGone(channel: .whatsapp, code: "131026", reason: "undeliverable"))
         #expect(!UnreachableRecipient.isGone(channel: .whatsapp, code: "131047", reason: "window closed"))
         #expect(!UnreachableRecipient.isGone(channel: .whatsapp, code: "132001", reason: "template does not exist"))
-        #expect(UnreachableRecipient.isGone(channel: .telegram, code: "403", reason: "Forbidden: bot was blocked by the user"))
+        #expect(
+            UnreachableRecipient.isGone(
+                channel: .telegram, code: "403", reason: "Forbidden: bot was blocked by the user"))
         #expect(UnreachableRecipient.isGone(channel: .telegram, code: "400", reason: "Bad Request: chat not found"))
-        #expect(!UnreachableRecipient.isGone(channel: .telegram, code: "400", reason: "Bad Request: message is too long"))
+        #expect(
+            !UnreachableRecipient.isGone(channel: .telegram, code: "400", reason: "Bad Request: message is too long"))
         #expect(UnreachableRecipient.isGone(channel: .wechat, code: "43004", reason: "require subscribe"))
         #expect(UnreachableRecipient.isGone(channel: .wechat, code: "40003", reason: "invalid openid"))
         #expect(!UnreachableRecipient.isGone(channel: .wechat, code: "40037", reason: "invalid template_id"))
@@ -76,7 +79,9 @@ struct DispatchLogicTests {
         #expect(Mask.address("12") == "***")
     }
 
-    @Test("per-recipient pacing: the same address waits its interval and margin from the start of its last send, others do not")
+    @Test(
+        "per-recipient pacing: the same address waits its interval and margin from the start of its last send, others do not"
+    )
     func pacing() async throws {
         let pacer = RecipientPacer(interval: .milliseconds(300), margin: .milliseconds(50))
         let clock = ContinuousClock()
@@ -156,7 +161,8 @@ struct DispatchLogicTests {
     func ranks() {
         let message = RenderedMessage.text("x")
         let reply = DeliveryJob(channel: .telegram, messages: [.italian: message], recipients: [])
-        let urgent = DeliveryJob(bulletinID: UUID(), channel: .telegram, urgent: true, messages: [.italian: message], recipients: [])
+        let urgent = DeliveryJob(
+            bulletinID: UUID(), channel: .telegram, urgent: true, messages: [.italian: message], recipients: [])
         let normal = DeliveryJob(bulletinID: UUID(), channel: .telegram, messages: [.italian: message], recipients: [])
         #expect([urgent.rank, reply.rank, normal.rank] == [.urgent, .reply, .normal])
         #expect(DeliveryRank.allCases.sorted() == [.urgent, .reply, .normal])
@@ -167,13 +173,20 @@ struct DispatchLogicTests {
         let topology = BanditoreTopology.all
         for rank in DeliveryRank.allCases {
             let queue = BanditoreTopology.dispatchQueue(.telegram, rank)
-            #expect(topology.bindings.contains { $0.queue == queue && $0.routingKey == BanditoreTopology.deliveryRoutingKey(.telegram, rank) })
+            #expect(
+                topology.bindings.contains {
+                    $0.queue == queue && $0.routingKey == BanditoreTopology.deliveryRoutingKey(.telegram, rank)
+                })
             // Each rank's retries come back to its own queue.
             let retry = BanditoreTopology.retryQueue(.telegram, rank, step: 2)
-            #expect(topology.queues.first { $0.name == retry }?.deadLetterRoutingKey == BanditoreTopology.deliveryRoutingKey(.telegram, rank))
+            #expect(
+                topology.queues.first { $0.name == retry }?.deadLetterRoutingKey
+                    == BanditoreTopology.deliveryRoutingKey(.telegram, rank))
         }
         #expect(topology.queues.first { $0.name == "dispatch.telegram.urgent" }?.type == .quorum)
-        #expect(topology.queues.first { $0.name == "dispatch.telegram.urgent" }?.deadLetterRoutingKey == "dispatch.telegram")
+        #expect(
+            topology.queues.first { $0.name == "dispatch.telegram.urgent" }?.deadLetterRoutingKey == "dispatch.telegram"
+        )
         #expect(BanditoreTopology.retryQueue(.telegram, step: 1) == "dispatch.telegram.retry.1")
     }
 

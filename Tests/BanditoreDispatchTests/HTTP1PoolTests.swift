@@ -310,7 +310,8 @@ private struct TestCertificates {
 
     func serverContext() throws -> NIOSSLContext {
         try NIOSSLContext(
-            configuration: .makeServerConfiguration(certificateChain: serverChain.map { .certificate($0) }, privateKey: .privateKey(serverKey))
+            configuration: .makeServerConfiguration(
+                certificateChain: serverChain.map { .certificate($0) }, privateKey: .privateKey(serverKey))
         )
     }
 
@@ -323,7 +324,9 @@ private struct TestCertificates {
 
 @Suite("HTTP/1.1 pool over TLS, as production uses it", .serialized)
 struct HTTP1PoolTLSTests {
-    @Test("https: requests share kept-alive TLS connections; an answer that never comes is an unknown outcome; a server the roots do not vouch for is refused before anything is sent")
+    @Test(
+        "https: requests share kept-alive TLS connections; an answer that never comes is an unknown outcome; a server the roots do not vouch for is refused before anything is sent"
+    )
     func https() async throws {
         let certificates = try TestCertificates()
         let server = try await ScriptedServer(tls: try certificates.serverContext())
@@ -346,7 +349,8 @@ struct HTTP1PoolTLSTests {
         }
         #expect(server.connectionCount <= 2 && server.requestCount == 50)
         do {
-            _ = try await pool.execute(method: .POST, path: "/hang", headers: [:], body: Array("{}".utf8), timeout: .seconds(2))
+            _ = try await pool.execute(
+                method: .POST, path: "/hang", headers: [:], body: Array("{}".utf8), timeout: .seconds(2))
             Issue.record("a request that was never answered returned")
         } catch let error as HTTP1PoolError {
             #expect(error == .timedOut && error.outcomeUnknown)
@@ -360,7 +364,8 @@ struct HTTP1PoolTLSTests {
         )
         let requestsBefore = server.requestCount
         do {
-            _ = try await stranger.execute(method: .POST, path: "/echo/x", headers: [:], body: Array("{}".utf8), timeout: .seconds(10))
+            _ = try await stranger.execute(
+                method: .POST, path: "/echo/x", headers: [:], body: Array("{}".utf8), timeout: .seconds(10))
             Issue.record("a server with an untrusted certificate was answered")
         } catch let error as HTTP1PoolError {
             #expect(!error.outcomeUnknown, "\(error)")
@@ -370,4 +375,3 @@ struct HTTP1PoolTLSTests {
         await server.close()
     }
 }
-

@@ -16,7 +16,8 @@ import Testing
 struct RateLimitTimingTests {
     let logger = Logger(label: "test.dispatch.timing")
 
-    @Test("three replicas leasing one 40/s limit: the slots they get never exceed it in any second, and use ≥ 95% of it")
+    @Test(
+        "three replicas leasing one 40/s limit: the slots they get never exceed it in any second, and use ≥ 95% of it")
     func rateLimitAcrossReplicas() async throws {
         let client = try await IsolatedServers.make("it_rate_slots").migratedDatabase(logger: logger)
         let configuration = SharedRateLimiter.Configuration(key: "telegram", ratePerSecond: 40, headroom: 0)
@@ -25,7 +26,8 @@ struct RateLimitTimingTests {
         for _ in 0..<3 {
             replicas.append(
                 SharedRateLimiter(
-                    configuration: configuration, database: try PostgresClient(url: client.configuration.url, logger: logger),
+                    configuration: configuration,
+                    database: try PostgresClient(url: client.configuration.url, logger: logger),
                     logger: logger
                 )
             )
@@ -195,7 +197,9 @@ final class RankLog: Sendable {
         var slot: ContinuousClock.Instant
     }
     private let entries = Mutex<[Entry]>([])
-    func add(_ rank: DeliveryRank, _ slot: ContinuousClock.Instant) { entries.withLock { $0.append(Entry(rank: rank, slot: slot)) } }
+    func add(_ rank: DeliveryRank, _ slot: ContinuousClock.Instant) {
+        entries.withLock { $0.append(Entry(rank: rank, slot: slot)) }
+    }
     var all: [Entry] { entries.withLock { $0 } }
 }
 
@@ -212,9 +216,11 @@ struct SharedStateTests {
     @Test("no rate: acquire returns at once and never touches the database")
     func unlimited() async throws {
         let client = try await database("it_rate_none")
-        let limiter = SharedRateLimiter(configuration: .init(key: "wechat", ratePerSecond: 0), database: client, logger: logger)
+        let limiter = SharedRateLimiter(
+            configuration: .init(key: "wechat", ratePerSecond: 0), database: client, logger: logger)
         for _ in 0..<10_000 { try await limiter.acquire() }
-        let rows = try await client.query("SELECT count(*) FROM rate_limits WHERE channel = 'wechat'").first!.decode(Int.self, at: 0)
+        let rows = try await client.query("SELECT count(*) FROM rate_limits WHERE channel = 'wechat'").first!.decode(
+            Int.self, at: 0)
         #expect(rows == 0)
         await client.close()
     }
@@ -265,7 +271,8 @@ struct SharedStateTests {
         // One delivery already read: a late `sent` must not overwrite it.
         try await client.query("UPDATE deliveries SET state = 'read' WHERE id = \(recipients[0].deliveryID!)")
         // A failed attempt and its retry's success in one batch: both attempts count, the success wins.
-        writer.add(.init(deliveryID: recipients[1].deliveryID!, state: "queued", error: "transient: busy", attempted: true))
+        writer.add(
+            .init(deliveryID: recipients[1].deliveryID!, state: "queued", error: "transient: busy", attempted: true))
         for (i, recipient) in recipients.enumerated() {
             writer.add(
                 .init(
@@ -282,10 +289,13 @@ struct SharedStateTests {
             states[state] = count
         }
         #expect(states == ["read": 1, "sent": 449, "failed": 50])
-        let attempts = try await client.query("SELECT sum(attempts)::int8 FROM deliveries").first!.decode(Int.self, at: 0)
+        let attempts = try await client.query("SELECT sum(attempts)::int8 FROM deliveries").first!.decode(
+            Int.self, at: 0)
         #expect(attempts == 500)
-        let retried = try await client.query("SELECT state, attempts FROM deliveries WHERE id = \(recipients[1].deliveryID!)")
-            .first!.decode(String.self, Int.self)
+        let retried = try await client.query(
+            "SELECT state, attempts FROM deliveries WHERE id = \(recipients[1].deliveryID!)"
+        )
+        .first!.decode(String.self, Int.self)
         #expect(retried.0 == "sent" && retried.1 == 2)
         loop.cancel()
         await loop.value
@@ -317,7 +327,8 @@ struct SharedStateTests {
         #expect(await writer.flush())
         await waiting.value
         #expect(admitted.count == 1)
-        let sent = try await client.query("SELECT count(*) FROM deliveries WHERE state = 'sent'").first!.decode(Int.self, at: 0)
+        let sent = try await client.query("SELECT count(*) FROM deliveries WHERE state = 'sent'").first!.decode(
+            Int.self, at: 0)
         #expect(sent == 3)
         await client.close()
     }
@@ -331,6 +342,11 @@ private final class Slots: Sendable {
 
 private final class Fetches: Sendable {
     private let value = Mutex(0)
-    func next() -> Int { value.withLock { $0 += 1; return $0 } }
+    func next() -> Int {
+        value.withLock {
+            $0 += 1
+            return $0
+        }
+    }
     var count: Int { value.withLock { $0 } }
 }

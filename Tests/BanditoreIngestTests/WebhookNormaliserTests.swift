@@ -22,8 +22,11 @@ struct WebhookNormaliserTests {
         #expect(commands[1].kind == .unknown)
         #expect(commands[2].kind == .deliveryStatus)
         #expect(commands[2].address == "393470000003")
-        #expect(commands[2].report == .init(providerMessageID: "wamid.OUT=", status: "failed", errorCode: 131026,
-                                             errorTitle: "Message undeliverable"))
+        #expect(
+            commands[2].report
+                == .init(
+                    providerMessageID: "wamid.OUT=", status: "failed", errorCode: 131026,
+                    errorTitle: "Message undeliverable"))
         #expect(commands[2].dedupeKey == nil)
     }
 
@@ -64,7 +67,9 @@ struct WebhookNormaliserTests {
         }
         let follow = WebhookNormaliser.wechat(
             try WeChat.decodeInbound(
-                xml("<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[qrscene_scuola]]></EventKey>")
+                xml(
+                    "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[subscribe]]></Event><EventKey><![CDATA[qrscene_scuola]]></EventKey>"
+                )
             )
         )
         #expect(follow.kind == .subscribe)
@@ -72,14 +77,18 @@ struct WebhookNormaliserTests {
         #expect(follow.dedupeKey == "oW7x0tExampleOpenId:1767261700:subscribe")
         let unfollow = WebhookNormaliser.wechat(
             try WeChat.decodeInbound(
-                xml("<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[unsubscribe]]></Event><EventKey><![CDATA[]]></EventKey>")
+                xml(
+                    "<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[unsubscribe]]></Event><EventKey><![CDATA[]]></EventKey>"
+                )
             )
         )
         #expect(unfollow.kind == .unsubscribe)
         #expect(unfollow.leaveReason == .unfollowed)
         let chinese = WebhookNormaliser.wechat(
             try WeChat.decodeInbound(
-                xml("<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[中文]]></Content><MsgId>24412345678901234</MsgId>")
+                xml(
+                    "<MsgType><![CDATA[text]]></MsgType><Content><![CDATA[中文]]></Content><MsgId>24412345678901234</MsgId>"
+                )
             )
         )
         #expect(chinese.kind == .setLanguage)

@@ -113,7 +113,9 @@ struct PostgresTests {
             _ = try await client.withTransaction { connection in
                 try await connection.query("INSERT INTO \(unescaped: table) VALUES (2)")
             }
-            let values = try await client.query("SELECT v FROM \(unescaped: table)").rows.map { try $0.decode(Int.self, at: 0) }
+            let values = try await client.query("SELECT v FROM \(unescaped: table)").rows.map {
+                try $0.decode(Int.self, at: 0)
+            }
             #expect(values == [2])
         }
     }
@@ -126,12 +128,15 @@ struct PostgresTests {
                 try await connection.query("BEGIN")
                 try await connection.query("INSERT INTO \(unescaped: table) VALUES (1)")
             }
-            let count = try await client.query("SELECT count(*) FROM \(unescaped: table)").first!.decode(Int.self, at: 0)
+            let count = try await client.query("SELECT count(*) FROM \(unescaped: table)").first!.decode(
+                Int.self, at: 0)
             #expect(count == 0)
         }
     }
 
-    @Test("a query with parameters is prepared once per connection, and again after a reconnection or a change of its table")
+    @Test(
+        "a query with parameters is prepared once per connection, and again after a reconnection or a change of its table"
+    )
     func preparedStatements() async throws {
         let client = try makeClient(maxConnections: 1)
         let admin = try makeClient(maxConnections: 1)
@@ -210,7 +215,9 @@ struct PostgresTests {
             let rows = (0..<count).lazy.map { i -> [(any PostgresEncodable)?] in
                 [i, "riga \(i)\tcon tab\ne a capo \\ 中文", i % 10 == 0 ? nil : "n"]
             }
-            let copied = try await client.withConnection { try await $0.copy(into: table, columns: ["id", "label", "note"], rows: rows) }
+            let copied = try await client.withConnection {
+                try await $0.copy(into: table, columns: ["id", "label", "note"], rows: rows)
+            }
             #expect(copied == count)
             let stats = try #require(
                 try await client.query(
@@ -219,7 +226,8 @@ struct PostgresTests {
             )
             let (total, notes, maxID) = try stats.decode(Int.self, Int.self, Int.self)
             #expect(total == count && notes == count - count / 10 && maxID == count - 1)
-            let sample = try #require(try await client.query("SELECT label FROM \(unescaped: table) WHERE id = 77").first)
+            let sample = try #require(
+                try await client.query("SELECT label FROM \(unescaped: table) WHERE id = 77").first)
             #expect(try sample.decode(String.self, at: 0) == "riga 77\tcon tab\ne a capo \\ 中文")
         }
     }
@@ -397,10 +405,15 @@ struct PostgresTests {
         #expect(again.isEmpty)
         #expect(try await migrator.applied(client) == first)
         #expect(Set(first.keys) == Set(migrator.migrations.map(\.version)))
-        let topics = try await client.query("SELECT slug FROM topics ORDER BY slug").rows.map { try $0.decode(String.self, at: 0) }
+        let topics = try await client.query("SELECT slug FROM topics ORDER BY slug").rows.map {
+            try $0.decode(String.self, at: 0)
+        }
         #expect(topics == ["disservizi", "eventi", "farmacie", "protezione-civile", "scadenze", "scuola"])
-        for table in ["subscribers", "subscriber_topics", "inbound_messages", "bulletins", "deliveries", "rate_limits", "outbox"] {
-            let exists = try await client.query("SELECT to_regclass(\(table)) IS NOT NULL").first!.decode(Bool.self, at: 0)
+        for table in [
+            "subscribers", "subscriber_topics", "inbound_messages", "bulletins", "deliveries", "rate_limits", "outbox",
+        ] {
+            let exists = try await client.query("SELECT to_regclass(\(table)) IS NOT NULL").first!.decode(
+                Bool.self, at: 0)
             #expect(exists, "table \(table)")
         }
         // Two runners at once serialise on the advisory lock.

@@ -14,7 +14,8 @@ struct CitizenTests {
         try await inbox.serve { url in
             try await withSimulator({ $0.ingestURL = url }) { simulator, _ in
                 for channel in Channel.allCases {
-                    let report = await simulator.play(.init(channel: channel, action: .subscribe, count: 100, concurrency: 8))
+                    let report = await simulator.play(
+                        .init(channel: channel, action: .subscribe, count: 100, concurrency: 8))
                     #expect(report.citizens == 100)
                     #expect(report.accepted == 100, "\(report)")
                     #expect(report.statuses == ["200": 100])
@@ -28,10 +29,11 @@ struct CitizenTests {
         let whatsapp = received.filter { $0.path == "/webhooks/whatsapp" }
         var whatsappIDs = Set<String>()
         for hook in whatsapp {
-            #expect(WhatsApp.verifySignature(
-                header: hook.headers["x-hub-signature-256"], body: hook.body,
-                appSecret: "sim-whatsapp-app-secret"
-            ))
+            #expect(
+                WhatsApp.verifySignature(
+                    header: hook.headers["x-hub-signature-256"], body: hook.body,
+                    appSecret: "sim-whatsapp-app-secret"
+                ))
             let events = try WhatsApp.decodeWebhook(hook.body)
             guard case .message(let message) = try #require(events.first) else {
                 Issue.record("not a message")
@@ -46,10 +48,13 @@ struct CitizenTests {
         let telegram = received.filter { $0.path == "/webhooks/telegram" }
         var updateIDs = Set<Int64>()
         for hook in telegram {
-            #expect(Telegram.verifySecret(
-                header: hook.headers["x-telegram-bot-api-secret-token"], secret: "sim-telegram-secret"
-            ))
-            guard case .message(let updateID, _, _, let language, _, let command, _, _) = try Telegram.decodeUpdate(hook.body)
+            #expect(
+                Telegram.verifySecret(
+                    header: hook.headers["x-telegram-bot-api-secret-token"], secret: "sim-telegram-secret"
+                ))
+            guard
+                case .message(let updateID, _, _, let language, _, let command, _, _) = try Telegram.decodeUpdate(
+                    hook.body)
             else {
                 Issue.record("not a message")
                 continue
@@ -77,8 +82,10 @@ struct CitizenTests {
         try await inbox.serve { url in
             try await withSimulator({ $0.ingestURL = url }) { simulator, client in
                 let chat = ProviderSimulator.citizenAddress(channel: .telegram, index: 7)
-                _ = await simulator.play(.init(channel: .telegram, action: .subscribe, topic: "scuola", language: "zh", addresses: [chat]))
-                _ = await simulator.play(.init(channel: .telegram, action: .text, text: "/lingua zh", addresses: [chat]))
+                _ = await simulator.play(
+                    .init(channel: .telegram, action: .subscribe, topic: "scuola", language: "zh", addresses: [chat]))
+                _ = await simulator.play(
+                    .init(channel: .telegram, action: .text, text: "/lingua zh", addresses: [chat]))
                 _ = await simulator.play(.init(channel: .whatsapp, action: .text, text: "SEGUI farmacie", count: 1))
                 _ = await simulator.play(.init(channel: .wechat, action: .text, text: "中文", count: 1))
                 let blocked = await simulator.play(.init(channel: .telegram, action: .block, addresses: [chat]))
@@ -91,7 +98,9 @@ struct CitizenTests {
                 #expect(allowed.status == 200)
             }
         }
-        let updates = try inbox.all.filter { $0.path == "/webhooks/telegram" }.map { try Telegram.decodeUpdate($0.body) }
+        let updates = try inbox.all.filter { $0.path == "/webhooks/telegram" }.map {
+            try Telegram.decodeUpdate($0.body)
+        }
         #expect(updates.count == 4)
         guard case .message(_, _, _, "zh", "/start scuola", "/start", "scuola", _) = updates[0] else {
             Issue.record("deep link: \(updates[0])")
@@ -105,7 +114,9 @@ struct CitizenTests {
             Issue.record("block/unblock: \(updates[2]), \(updates[3])")
             return
         }
-        let whatsapp = try inbox.all.filter { $0.path == "/webhooks/whatsapp" }.flatMap { try WhatsApp.decodeWebhook($0.body) }
+        let whatsapp = try inbox.all.filter { $0.path == "/webhooks/whatsapp" }.flatMap {
+            try WhatsApp.decodeWebhook($0.body)
+        }
         guard case .message(let message) = whatsapp.first else {
             Issue.record("no WhatsApp message")
             return
@@ -192,19 +203,22 @@ struct CitizenTests {
                 group.cancelAll()
             }
         }
-        let statuses = try inbox.all.flatMap { try WhatsApp.decodeWebhook($0.body) }.compactMap { event -> WhatsApp.StatusUpdate? in
+        let statuses = try inbox.all.flatMap { try WhatsApp.decodeWebhook($0.body) }.compactMap {
+            event -> WhatsApp.StatusUpdate? in
             if case .status(let s) = event { return s }
             return nil
         }
-        #expect(Set(statuses.map { "\($0.recipient):\($0.status)" }) == [
-            "393470000001:sent", "393470000001:delivered", "393470000002:failed",
-        ])
+        #expect(
+            Set(statuses.map { "\($0.recipient):\($0.status)" }) == [
+                "393470000001:sent", "393470000001:delivered", "393470000002:failed",
+            ])
         #expect(statuses.first { $0.status == "failed" }?.errorCode == 131047)
         for hook in inbox.all {
-            #expect(WhatsApp.verifySignature(
-                header: hook.headers["x-hub-signature-256"], body: hook.body,
-                appSecret: SimulatorConfiguration().whatsappAppSecret
-            ))
+            #expect(
+                WhatsApp.verifySignature(
+                    header: hook.headers["x-hub-signature-256"], body: hook.body,
+                    appSecret: SimulatorConfiguration().whatsappAppSecret
+                ))
         }
     }
 }

@@ -29,7 +29,9 @@ struct ProviderSimulatorTests {
             #expect((error["message"] as? String)?.hasPrefix("(#130429)") == true)
             #expect((error["error_data"] as? [String: Any])?["messaging_product"] as? String == "whatsapp")
             #expect(error["fbtrace_id"] is String)
-            guard case .failure(.channelThrottled) = WhatsApp.decodeSendResponse(status: first.status, body: first.bytes) else {
+            guard
+                case .failure(.channelThrottled) = WhatsApp.decodeSendResponse(status: first.status, body: first.bytes)
+            else {
                 Issue.record("130429 not classified as the channel's throttle")
                 return
             }
@@ -47,8 +49,10 @@ struct ProviderSimulatorTests {
             #expect((refused.json["error"] as? [String: Any])?["code"] as? Int == 131056)
             #expect(
                 WhatsApp.decodeSendResponse(status: refused.status, body: refused.bytes)
-                    == .failure(.rateLimited(retryAfter: .seconds(6),
-                                             reason: "(#131056) (Business Account, Consumer Account) pair rate limit hit"))
+                    == .failure(
+                        .rateLimited(
+                            retryAfter: .seconds(6),
+                            reason: "(#131056) (Business Account, Consumer Account) pair rate limit hit"))
             )
         }
     }
@@ -75,7 +79,9 @@ struct ProviderSimulatorTests {
             #expect(answer.json["description"] as? String == "Too Many Requests: retry after \(retryAfter)")
             #expect(
                 Telegram.decodeSendResponse(status: answer.status, body: answer.bytes)
-                    == .failure(.channelThrottled(retryAfter: .seconds(retryAfter), reason: "Too Many Requests: retry after \(retryAfter)"))
+                    == .failure(
+                        .channelThrottled(
+                            retryAfter: .seconds(retryAfter), reason: "Too Many Requests: retry after \(retryAfter)"))
             )
             #expect(simulator.stats().channels["telegram"]?.throttled == 40 - ok)
         }
@@ -88,7 +94,10 @@ struct ProviderSimulatorTests {
             #expect(statuses == [200, 429, 429, 429, 429])
         }
         // A burst stays an option.
-        try await withSimulator({ $0.behaviour.telegramChatBurst = 3; $0.behaviour.whatsappPairBurst = 2 }) { _, client in
+        try await withSimulator({
+            $0.behaviour.telegramChatBurst = 3
+            $0.behaviour.whatsappPairBurst = 2
+        }) { _, client in
             var statuses: [Int] = []
             for _ in 0..<5 { statuses.append(try await client.telegram(chat: "123456789").status) }
             #expect(statuses == [200, 200, 200, 429, 429])
@@ -115,7 +124,8 @@ struct ProviderSimulatorTests {
 
     // MARK: Repeats
 
-    @Test("WeChat drops a template send repeating a user's client_msg_id within its window, answering as the first time")
+    @Test(
+        "WeChat drops a template send repeating a user's client_msg_id within its window, answering as the first time")
     func wechatClientMessageID() async throws {
         try await withSimulator({ $0.behaviour.wechatClientMessageIDWindowSeconds = 1 }) { simulator, client in
             let token = try await client.wechatToken()
@@ -124,15 +134,22 @@ struct ProviderSimulatorTests {
             #expect(first.json["errcode"] as? Int == 0 && again.json["errcode"] as? Int == 0)
             #expect(first.json["msgid"] as? Int != nil && first.json["msgid"] as? Int == again.json["msgid"] as? Int)
             // Another user, another id, or none: each sent.
-            #expect(try await client.wechatTemplate(token: token, to: "oB", clientMessageID: "banditore-d1").json["errcode"] as? Int == 0)
-            #expect(try await client.wechatTemplate(token: token, to: "oA", clientMessageID: "banditore-d2").json["errcode"] as? Int == 0)
+            #expect(
+                try await client.wechatTemplate(token: token, to: "oB", clientMessageID: "banditore-d1").json["errcode"]
+                    as? Int == 0)
+            #expect(
+                try await client.wechatTemplate(token: token, to: "oA", clientMessageID: "banditore-d2").json["errcode"]
+                    as? Int == 0)
             #expect(try await client.wechatTemplate(token: token, to: "oA").json["errcode"] as? Int == 0)
             var stats = try #require(simulator.stats().channels["wechat"])
             #expect(stats.accepted == 4 && stats.repeatsDropped == 1, "\(stats)")
             // After the window the same id sends again; an id over 64 bytes is refused.
             try await Task.sleep(for: .milliseconds(1100))
-            #expect(try await client.wechatTemplate(token: token, to: "oA", clientMessageID: "banditore-d1").json["errcode"] as? Int == 0)
-            let long = try await client.wechatTemplate(token: token, to: "oA", clientMessageID: String(repeating: "x", count: 65))
+            #expect(
+                try await client.wechatTemplate(token: token, to: "oA", clientMessageID: "banditore-d1").json["errcode"]
+                    as? Int == 0)
+            let long = try await client.wechatTemplate(
+                token: token, to: "oA", clientMessageID: String(repeating: "x", count: 65))
             #expect(long.json["errcode"] as? Int == 45067)
             stats = try #require(simulator.stats().channels["wechat"])
             #expect(stats.accepted == 5 && stats.repeatsDropped == 1, "\(stats)")
@@ -141,7 +158,10 @@ struct ProviderSimulatorTests {
 
     @Test("a late answer: the message is taken, the answer held for the timeout")
     func lateAnswer() async throws {
-        try await withSimulator({ $0.behaviour.telegram.lateRate = 1; $0.behaviour.timeoutSeconds = 0.3 }) { simulator, client in
+        try await withSimulator({
+            $0.behaviour.telegram.lateRate = 1
+            $0.behaviour.timeoutSeconds = 0.3
+        }) { simulator, client in
             let start = ContinuousClock.now
             let answer = try await client.telegram(chat: "42")
             #expect(answer.status == 200)
@@ -169,7 +189,8 @@ struct ProviderSimulatorTests {
                 return
             }
             let fresh = try await client.wechatToken()
-            #expect(try await client.wechatTemplate(token: fresh, to: "oW7x0tExampleOpenId").json["errcode"] as? Int == 0)
+            #expect(
+                try await client.wechatTemplate(token: fresh, to: "oW7x0tExampleOpenId").json["errcode"] as? Int == 0)
         }
     }
 
@@ -200,7 +221,8 @@ struct ProviderSimulatorTests {
                 .GET, "/cgi-bin/token?grant_type=client_credential&appid=wxsim0000000001&secret=nope"
             )
             #expect(wrongSecret.json["errcode"] as? Int == 40125)
-            let body = "{\"grant_type\":\"client_credential\",\"appid\":\"wxsim0000000001\",\"secret\":\"sim-wechat-app-secret\""
+            let body =
+                "{\"grant_type\":\"client_credential\",\"appid\":\"wxsim0000000001\",\"secret\":\"sim-wechat-app-secret\""
             let a = try await client.send(.POST, "/cgi-bin/stable_token", json: body + ",\"force_refresh\":false}")
             let b = try await client.send(.POST, "/cgi-bin/stable_token", json: body + ",\"force_refresh\":false}")
             let c = try await client.send(.POST, "/cgi-bin/stable_token", json: body + ",\"force_refresh\":true}")
@@ -253,7 +275,8 @@ struct ProviderSimulatorTests {
                         == .failure(.permanent(code: "403", reason: "Forbidden: bot was blocked by the user"))
                 )
             }
-            let unknown = try await client.send(.POST, "/sim/people", json: "{\"channel\":\"telegram\",\"addresses\":[\"55\"],\"state\":\"unknown\"}")
+            let unknown = try await client.send(
+                .POST, "/sim/people", json: "{\"channel\":\"telegram\",\"addresses\":[\"55\"],\"state\":\"unknown\"}")
             #expect(unknown.status == 200)
             let missing = try await client.telegram(chat: "55")
             #expect(missing.status == 400)
@@ -286,7 +309,9 @@ struct ProviderSimulatorTests {
         }) { simulator, client in
             let blocked = try await client.whatsappTemplate(to: "393470000009")
             #expect((blocked.json["error"] as? [String: Any])?["code"] as? Int == 131026)
-            guard case .failure(.permanent(code: "131026", _)) = WhatsApp.decodeSendResponse(status: blocked.status, body: blocked.bytes)
+            guard
+                case .failure(.permanent(code: "131026", _)) = WhatsApp.decodeSendResponse(
+                    status: blocked.status, body: blocked.bytes)
             else {
                 Issue.record("131026 not permanent")
                 return
@@ -331,13 +356,25 @@ struct ProviderSimulatorTests {
                 switch channel {
                 case .whatsapp:
                     let a = try await client.whatsappTemplate(to: "3934\(10_000_000 + i)")
-                    if case .failure(let f) = WhatsApp.decodeSendResponse(status: a.status, body: a.bytes) { outcome = f } else { outcome = nil }
+                    if case .failure(let f) = WhatsApp.decodeSendResponse(status: a.status, body: a.bytes) {
+                        outcome = f
+                    } else {
+                        outcome = nil
+                    }
                 case .telegram:
                     let a = try await client.telegram(chat: String(10_000 + i))
-                    if case .failure(let f) = Telegram.decodeSendResponse(status: a.status, body: a.bytes) { outcome = f } else { outcome = nil }
+                    if case .failure(let f) = Telegram.decodeSendResponse(status: a.status, body: a.bytes) {
+                        outcome = f
+                    } else {
+                        outcome = nil
+                    }
                 case .wechat:
                     let a = try await client.wechatTemplate(token: token, to: "oFault\(i)")
-                    if case .failure(let f) = WeChat.decodeSendResponse(status: a.status, body: a.bytes) { outcome = f } else { outcome = nil }
+                    if case .failure(let f) = WeChat.decodeSendResponse(status: a.status, body: a.bytes) {
+                        outcome = f
+                    } else {
+                        outcome = nil
+                    }
                 }
                 if let outcome {
                     guard case .transient = outcome else {
@@ -396,29 +433,34 @@ struct ProviderSimulatorTests {
             )
             #expect((phone.json["error"] as? [String: Any])?["error_subcode"] as? Int == 33)
             let notJSON = try await client.send(
-                .POST, "/v21.0/1065403/messages", json: "{oops", headers: [("authorization", "Bearer sim-whatsapp-token")]
+                .POST, "/v21.0/1065403/messages", json: "{oops",
+                headers: [("authorization", "Bearer sim-whatsapp-token")]
             )
             #expect(notJSON.status == 400)
             #expect((notJSON.json["error"] as? [String: Any])?["code"] as? Int == 100)
 
             let long = try await client.telegram(chat: "1", text: String(repeating: "a", count: 4097))
             #expect(long.json["description"] as? String == "Bad Request: message is too long")
-            let markdown = try await client.telegram(chat: "2", text: "Sciopero il 3.12", extra: ",\"parse_mode\":\"MarkdownV2\"")
+            let markdown = try await client.telegram(
+                chat: "2", text: "Sciopero il 3.12", extra: ",\"parse_mode\":\"MarkdownV2\"")
             #expect((markdown.json["description"] as? String)?.contains("Character '.' is reserved") == true)
             let escaped = try await client.telegram(
-                chat: "3", text: Telegram.escapeMarkdownV2("Sciopero il 3.12!").replacingOccurrences(of: "\\", with: "\\\\"),
+                chat: "3",
+                text: Telegram.escapeMarkdownV2("Sciopero il 3.12!").replacingOccurrences(of: "\\", with: "\\\\"),
                 extra: ",\"parse_mode\":\"MarkdownV2\""
             )
             #expect(escaped.status == 200)
             let form = try await client.send(
                 .POST, "/bot7770001:sim-telegram-token/sendMessage?chat_id=@comune_scuola&text=Mensa%20chiusa"
             )
-            #expect(((form.json["result"] as? [String: Any])?["chat"] as? [String: Any])?["type"] as? String == "channel")
+            #expect(
+                ((form.json["result"] as? [String: Any])?["chat"] as? [String: Any])?["type"] as? String == "channel")
 
             let token = try await client.wechatToken()
             let big = try await client.wechatCustom(token: token, to: "oA", content: String(repeating: "中", count: 700))
             #expect(big.json["errcode"] as? Int == 45002)
-            let bad = try await client.send(.POST, "/cgi-bin/message/template/send?access_token=\(token)", json: "{nope")
+            let bad = try await client.send(
+                .POST, "/cgi-bin/message/template/send?access_token=\(token)", json: "{nope")
             #expect(bad.json["errcode"] as? Int == 47001)
         }
     }
@@ -439,7 +481,8 @@ struct ProviderSimulatorTests {
             let all = try await client.send(.GET, "/sim/messages?after=1")
             #expect((all.json["messages"] as? [[String: Any]])?.count == 3)
             let template = try #require(
-                (try await client.send(.GET, "/sim/messages?channel=whatsapp").json["messages"] as? [[String: Any]])?.first
+                (try await client.send(.GET, "/sim/messages?channel=whatsapp").json["messages"] as? [[String: Any]])?
+                    .first
             )
             #expect(template["template"] as? String == "banditore_bulletin")
             #expect(template["parameters"] as? [String] == ["Allerta meteo", "Scuole chiuse domani"])
@@ -471,7 +514,8 @@ struct ProviderSimulatorTests {
             ]),
             EnvironmentVariablesProvider(environmentVariables: [
                 "SIM_RATE_LIMITS": "false", "SIM_BLOCKED": "telegram:1,whatsapp:39347", "SIM_FAULTS_ERROR_RATE": "0.9",
-                "WHATSAPP_TEMPLATES": "banditore_bulletin:2,banditore_reply:1", "SIM_WECHAT_TOKEN_LIFETIME_SECONDS": "60",
+                "WHATSAPP_TEMPLATES": "banditore_bulletin:2,banditore_reply:1",
+                "SIM_WECHAT_TOKEN_LIFETIME_SECONDS": "60",
                 "INGEST_URL": "http://ingest:8080",
             ]),
         ])

@@ -2,8 +2,8 @@ import BanditoreProviderSim
 import Foundation
 import Hummingbird
 import HummingbirdTesting
-import NIOHTTP1
 import Logging
+import NIOHTTP1
 import Synchronization
 
 /// Runs a simulator, called directly (no sockets; `SimulatorServerTests` covers the HTTP server), and shuts it
@@ -44,7 +44,9 @@ struct SimClient: Sendable {
         _ method: HTTPMethod, _ uri: String, json: String? = nil, headers: [(String, String)] = []
     ) async throws -> Answer {
         var fields = HTTPHeaders(headers)
-        if json != nil && !fields.contains(name: "content-type") { fields.add(name: "content-type", value: "application/json") }
+        if json != nil && !fields.contains(name: "content-type") {
+            fields.add(name: "content-type", value: "application/json")
+        }
         let request = SimRequest(method: method, uri: uri, headers: fields, body: Array((json ?? "").utf8))
         let response: SimResponse
         switch simulator.handle(request) {
@@ -101,7 +103,8 @@ struct SimClient: Sendable {
         let key = clientMessageID.map { "\"client_msg_id\":\"\($0)\"," } ?? ""
         return try await send(
             .POST, "/cgi-bin/message/template/send?access_token=\(token)",
-            json: "{\(key)\"touser\":\"\(to)\",\"template_id\":\"Xk3vExampleTpl\",\"data\":{\"thing1\":{\"value\":\"Allerta meteo\"}}}"
+            json:
+                "{\(key)\"touser\":\"\(to)\",\"template_id\":\"Xk3vExampleTpl\",\"data\":{\"thing1\":{\"value\":\"Allerta meteo\"}}}"
         )
     }
 
@@ -146,13 +149,14 @@ final class WebhookInbox: Sendable {
                     return Response(status: .internalServerError)
                 }
                 self.received.withLock {
-                    $0.append(Received(
-                        path: request.uri.path, query: request.uri.query ?? "",
-                        headers: Dictionary(
-                            request.headers.map { ($0.name.canonicalName, $0.value) }, uniquingKeysWith: { $1 }
-                        ),
-                        body: bytes
-                    ))
+                    $0.append(
+                        Received(
+                            path: request.uri.path, query: request.uri.query ?? "",
+                            headers: Dictionary(
+                                request.headers.map { ($0.name.canonicalName, $0.value) }, uniquingKeysWith: { $1 }
+                            ),
+                            body: bytes
+                        ))
                 }
                 return Response(status: .ok, body: ResponseBody(byteBuffer: ByteBuffer(string: "success")))
             }

@@ -29,12 +29,16 @@ struct SimulatorServerTests {
                 for (name, value) in headers { request.headers.add(name: name, value: value) }
                 if let body { request.body = .bytes(ByteBuffer(bytes: body)) }
                 let response = try await client.execute(request, timeout: .seconds(10))
-                return (Int(response.status.code), Array(try await response.body.collect(upTo: 1 << 20).readableBytesView))
+                return (
+                    Int(response.status.code), Array(try await response.body.collect(upTo: 1 << 20).readableBytesView)
+                )
             }
             // The request a dispatcher builds with the Channels codec, sent to the simulator's base URL.
             for chat in [123, 124] {  // twice on one kept-alive connection (two chats: one message a second each)
-                let send = try Telegram.sendMessage(token: "7770001:sim-telegram-token", chat: .id(Int64(chat)), text: "Mensa chiusa")
-                let (status, body) = try await call(.POST, send.path, send.body, headers: send.headers.map { ($0.key, $0.value) })
+                let send = try Telegram.sendMessage(
+                    token: "7770001:sim-telegram-token", chat: .id(Int64(chat)), text: "Mensa chiusa")
+                let (status, body) = try await call(
+                    .POST, send.path, send.body, headers: send.headers.map { ($0.key, $0.value) })
                 #expect(status == 200)
                 guard case .success = Telegram.decodeSendResponse(status: status, body: body) else {
                     Issue.record("send not accepted: \(String(decoding: body, as: UTF8.self))")
@@ -46,7 +50,8 @@ struct SimulatorServerTests {
                 template: "banditore_bulletin", language: "it", parameters: ["Allerta", "Neve"]
             )
             let start = ContinuousClock.now
-            let (status, body) = try await call(.POST, template.path, template.body, headers: template.headers.map { ($0.key, $0.value) })
+            let (status, body) = try await call(
+                .POST, template.path, template.body, headers: template.headers.map { ($0.key, $0.value) })
             #expect(start.duration(to: .now) >= .milliseconds(100))
             #expect(status == 200)
             guard case .success(let wamid) = WhatsApp.decodeSendResponse(status: status, body: body) else {
@@ -55,7 +60,8 @@ struct SimulatorServerTests {
             }
             #expect(wamid.hasPrefix("wamid."))
 
-            let send = try Telegram.sendMessage(token: "7770001:sim-telegram-token", chat: .id(125), text: "Mensa chiusa")
+            let send = try Telegram.sendMessage(
+                token: "7770001:sim-telegram-token", chat: .id(125), text: "Mensa chiusa")
             let (tooLarge, _) = try await call(.POST, send.path, Array(repeating: 0x20, count: (1 << 20) + 1))
             #expect(tooLarge == 413)
             #expect(try await call(.GET, "/healthz").0 == 200)
@@ -105,7 +111,9 @@ struct SimulatorServerTests {
         #expect(garbage.hasPrefix("HTTP/1.1 400 Bad Request\r\n"))
         #expect(garbage.contains("connection: close"))
         // The server is unharmed.
-        #expect(try await exchange(port: port, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n").hasPrefix("HTTP/1.1 200 OK"))
+        #expect(
+            try await exchange(port: port, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n").hasPrefix(
+                "HTTP/1.1 200 OK"))
         try await channel.close()
         try await simulator.shutdown()
     }
@@ -151,4 +159,3 @@ private final class Collector: ChannelInboundHandler, Sendable {
         context.fireChannelInactive()
     }
 }
-

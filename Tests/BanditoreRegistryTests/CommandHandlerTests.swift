@@ -67,11 +67,14 @@ struct CommandHandlerTests {
         func command(_ kind: CitizenCommand.Kind, key: String, topic: String? = nil, language: Language? = nil)
             -> CitizenCommand
         {
-            CitizenCommand(channel: .whatsapp, address: address, kind: kind, dedupeKey: key, topic: topic, language: language)
+            CitizenCommand(
+                channel: .whatsapp, address: address, kind: kind, dedupeKey: key, topic: topic, language: language)
         }
 
         var outcome = try await run(command(.subscribe, key: "wamid.1"), db)
-        #expect(try await row(.whatsapp, address, db) == Row(active: true, language: "it", left: false, topics: Self.allTopics))
+        #expect(
+            try await row(.whatsapp, address, db)
+                == Row(active: true, language: "it", left: false, topics: Self.allTopics))
         let reply = try #require(outcome.reply)
         #expect(reply.recipients.map(\.address) == [address])
         #expect(reply.message(for: .italian)?.text?.hasPrefix("Iscrizione attivata.") == true)
@@ -190,14 +193,16 @@ struct CommandHandlerTests {
             let reply = try #require(outcomes[index].reply)
             let job = try JSONDecoder().decode(DeliveryJob.self, from: Data(reply.message.body))
             let id = try #require(job.recipients[0].subscriberID)
-            let owner = try await db.query("SELECT address FROM subscribers WHERE id = \(id)").first?.decode(String.self, at: 0)
+            let owner = try await db.query("SELECT address FROM subscribers WHERE id = \(id)").first?.decode(
+                String.self, at: 0)
             #expect(owner == batch[index].address)
         }
         #expect(
             try await row(.telegram, "7001", db) == Row(active: true, language: "en", left: false, topics: ["scuola"])
         )
         #expect(
-            try await row(.wechat, "oWX-7", db) == Row(active: true, language: "zh", left: false, topics: Self.allTopics)
+            try await row(.wechat, "oWX-7", db)
+                == Row(active: true, language: "zh", left: false, topics: Self.allTopics)
         )
         #expect(
             try await row(.whatsapp, "39300000008", db)
@@ -223,10 +228,13 @@ struct CommandHandlerTests {
             ),
             db
         )
-        #expect(try await row(.telegram, "123456789", db) == Row(active: true, language: "zh", left: false, topics: ["scuola"]))
+        #expect(
+            try await row(.telegram, "123456789", db)
+                == Row(active: true, language: "zh", left: false, topics: ["scuola"]))
         #expect(outcome.reply?.message(for: .chinese)?.text?.hasPrefix("订阅成功。") == true)
         let blocked = try await run(
-            CitizenCommand(channel: .telegram, address: "123456789", kind: .unsubscribe, dedupeKey: "2", leaveReason: .blocked),
+            CitizenCommand(
+                channel: .telegram, address: "123456789", kind: .unsubscribe, dedupeKey: "2", leaveReason: .blocked),
             db
         )
         #expect(blocked.reply == nil)
@@ -238,10 +246,12 @@ struct CommandHandlerTests {
     @Test("a command written in Chinese switches an Italian subscriber to Chinese")
     func chineseText() async throws {
         let db = try await database("it_registry_zh")
-        _ = try await run(CitizenCommand(channel: .wechat, address: "oW7x0tA", kind: .subscribe, dedupeKey: "a:1:subscribe"), db)
+        _ = try await run(
+            CitizenCommand(channel: .wechat, address: "oW7x0tA", kind: .subscribe, dedupeKey: "a:1:subscribe"), db)
         #expect(try await row(.wechat, "oW7x0tA", db)?.language == "it")
         let outcome = try await run(
-            CitizenCommand(channel: .wechat, address: "oW7x0tA", kind: .listTopics, dedupeKey: "99", writtenIn: .chinese),
+            CitizenCommand(
+                channel: .wechat, address: "oW7x0tA", kind: .listTopics, dedupeKey: "99", writtenIn: .chinese),
             db
         )
         #expect(try await row(.wechat, "oW7x0tA", db)?.language == "zh")
@@ -348,8 +358,10 @@ struct CommandHandlerTests {
         let chat = try await DeliveryFixtures.seed(db, channel: .telegram, addresses: ["4242"])[0]
         // Statistics of a bulletin's deliveries as the fan-out leaves them (none sent), then the sends recorded.
         try await db.query("ANALYZE deliveries")
-        try await db.query("UPDATE deliveries SET state = 'sent', provider_message_id = 'wamid.' || id WHERE channel = 'whatsapp'")
-        try await db.query("UPDATE deliveries SET state = 'sent', provider_message_id = '77' WHERE id = \(chat.deliveryID!)")
+        try await db.query(
+            "UPDATE deliveries SET state = 'sent', provider_message_id = 'wamid.' || id WHERE channel = 'whatsapp'")
+        try await db.query(
+            "UPDATE deliveries SET state = 'sent', provider_message_id = '77' WHERE id = \(chat.deliveryID!)")
         func id(_ i: Int) -> String { "wamid.\(sent[i].deliveryID!)" }
         try await db.query(
             """

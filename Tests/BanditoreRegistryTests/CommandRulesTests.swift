@@ -107,7 +107,9 @@ import Testing
     }
 
     @Test func listsHelpAndTheUnknown() {
-        #expect(decide(command(.listTopics), citizen(topics: ["scuola"])).reply == .topicList(all: catalogue, followed: ["scuola"]))
+        #expect(
+            decide(command(.listTopics), citizen(topics: ["scuola"])).reply
+                == .topicList(all: catalogue, followed: ["scuola"]))
         #expect(decide(command(.listTopics), citizen(active: false)).reply == .topicList(all: catalogue, followed: []))
         #expect(decide(command(.status), nil).reply == .notSubscribed)
         #expect(decide(command(.help), nil).reply == .help)

@@ -14,7 +14,9 @@ private final class Lines: Sendable {
 
 @Suite("JSON log lines")
 struct JSONLogHandlerTests {
-    @Test("one JSON object a line: time, level, service, logger, message, then the metadata, the event's over the handler's")
+    @Test(
+        "one JSON object a line: time, level, service, logger, message, then the metadata, the event's over the handler's"
+    )
     func fields() throws {
         let lines = Lines()
         var logger = Logger(label: "banditore.test") { label in

@@ -30,7 +30,9 @@ struct MigrationFilesTests {
         #expect(!one.checksum.isEmpty && one.checksum.allSatisfy(\.isHexDigit))
     }
 
-    @Test("a folder of migrations: NNNN_name.sql read in version order; two of one version, or a badly named file, refused")
+    @Test(
+        "a folder of migrations: NNNN_name.sql read in version order; two of one version, or a badly named file, refused"
+    )
     func folder() throws {
         let folder = FileManager.default.temporaryDirectory.appending(path: "banditore-migrations-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)

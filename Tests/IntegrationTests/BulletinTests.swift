@@ -12,6 +12,8 @@ struct BulletinTests {
     typealias Town = SubscriptionTests.Town
     let auth = ["Authorization": "Bearer test-admin-token", "Content-Type": "application/json"]
 
+    // The names are the wire format's.
+    // swift-format-ignore: AlwaysUseLowerCamelCase
     struct View: Decodable {
         var id: String
         var state: String
@@ -56,7 +58,9 @@ struct BulletinTests {
         return try #require(last)
     }
 
-    @Test("3,000 subscribers: a farmacie bulletin reaches exactly its followers once, in their language; an urgent one reaches everyone active; idempotent POST; bad input named; a later send_at waits")
+    @Test(
+        "3,000 subscribers: a farmacie bulletin reaches exactly its followers once, in their language; an urgent one reaches everyone active; idempotent POST; bad input named; a later send_at waits"
+    )
     func audience() async throws {
         let town = try await Town.start(
             "it_bulletins", base: 80,
@@ -80,7 +84,9 @@ struct BulletinTests {
         }
         func channelMessages(_ text: String) async throws -> [String: [String]] {
             Dictionary(
-                grouping: try await town.harness.simMessages(.telegram).filter { $0.recipient.hasPrefix("@") && $0.text.contains(text) },
+                grouping: try await town.harness.simMessages(.telegram).filter {
+                    $0.recipient.hasPrefix("@") && $0.text.contains(text)
+                },
                 by: \.recipient
             ).mapValues { $0.map(\.text) }
         }
@@ -118,7 +124,8 @@ struct BulletinTests {
               FROM subscribers s WHERE s.active
             """
         ).rows {
-            let (channelName, address, language, follows) = try row.decode(String.self, String.self, String.self, Bool.self)
+            let (channelName, address, language, follows) = try row.decode(
+                String.self, String.self, String.self, Bool.self)
             let channel = Channel(rawValue: channelName)!
             everyone[channel, default: []].insert(address)
             if follows { expected[channel, default: [:]][address] = language }
@@ -131,7 +138,10 @@ struct BulletinTests {
         for (json, status, field) in [
             (#"{"title":"T","body":{"zh":"只有中文"},"topics":["farmacie"]}"#, 422, "body.it"),
             (#"{"title":"T","body":{"it":"x"},"topics":["mercato"]}"#, 422, "topics[0]"),
-            (#"{"title":"T","body":{"it":"\#(String(repeating: "a", count: 300))"},"topics":["farmacie"]}"#, 422, "body.it"),
+            (
+                #"{"title":"T","body":{"it":"\#(String(repeating: "a", count: 300))"},"topics":["farmacie"]}"#, 422,
+                "body.it"
+            ),
             (#"{"body":{"it":"x"},"topics":["farmacie"]}"#, 400, "title"),
             (#"{"title":"T","body":{"it":"x"},"topics":"farmacie"}"#, 400, "topics"),
             (#"{"title":"T","body":{"it":"x"},"topics":["farmacie"],"urgency":"soon"}"#, 422, "urgency"),
@@ -142,7 +152,9 @@ struct BulletinTests {
             #expect(body.contains(#""field":"\#(field)""#), "\(json): \(body)")
         }
         #expect(try await post(town, "{not json").0 == 400)
-        #expect(try await town.post("/v1/bulletins", body: Array(valid.utf8), headers: ["Authorization": "Bearer nope"]).0 == 401)
+        #expect(
+            try await town.post("/v1/bulletins", body: Array(valid.utf8), headers: ["Authorization": "Bearer nope"]).0
+                == 401)
         #expect(try await db.query("SELECT count(*) FROM bulletins").first!.decode(Int.self, at: 0) == 0)
 
         // The same POST twice with one Idempotency-Key: one bulletin; the key with another body: refused.
@@ -152,7 +164,9 @@ struct BulletinTests {
         let (again, replay) = try await post(town, valid, key: "rota-2026-11-23")
         #expect(again == 202)
         #expect(try id(replay) == farmacie)
-        #expect(try await post(town, valid.replacingOccurrences(of: "Centrale", with: "Nord"), key: "rota-2026-11-23").0 == 422)
+        #expect(
+            try await post(town, valid.replacingOccurrences(of: "Centrale", with: "Nord"), key: "rota-2026-11-23").0
+                == 422)
         #expect(try await db.query("SELECT count(*) FROM bulletins").first!.decode(Int.self, at: 0) == 1)
 
         let done = try await settled(town, farmacie)
@@ -162,18 +176,22 @@ struct BulletinTests {
             #expect(progress.sent + progress.delivered + progress.read == progress.audience, "\(channel): \(progress)")
             let messages = try await town.harness.simMessages(channel)
                 .filter { $0.kind == "template" || (channel == .telegram && !$0.recipient.hasPrefix("@")) }
-            let received = Dictionary(grouping: messages.filter { $0.text.contains("Farmacia di turno") }, by: \.recipient)
+            let received = Dictionary(
+                grouping: messages.filter { $0.text.contains("Farmacia di turno") }, by: \.recipient)
             #expect(Set(received.keys) == Set(expected[channel]!.keys), "\(channel): exactly the followers")
             #expect(received.values.allSatisfy { $0.count == 1 }, "\(channel): once each")
             let words = ["it": "farmacia Centrale", "zh": "中央药房", "en": "Central pharmacy"]
             for (address, language) in expected[channel]! {
-                #expect(received[address]?.first?.text.contains(words[language]!) == true, "\(channel) \(address) in \(language)")
+                #expect(
+                    received[address]?.first?.text.contains(words[language]!) == true,
+                    "\(channel) \(address) in \(language)")
             }
         }
 
         // An urgent bulletin reaches every active subscriber, whatever they follow.
         let (urgentStatus, urgentBody) = try await post(
-            town, #"{"title":"Allerta meteo","body":{"it":"Vento forte: restate a casa."},"topics":[],"urgency":"urgent"}"#
+            town,
+            #"{"title":"Allerta meteo","body":{"it":"Vento forte: restate a casa."},"topics":[],"urgency":"urgent"}"#
         )
         #expect(urgentStatus == 202, "\(urgentBody)")
         let urgent = try await settled(town, try id(urgentBody))
@@ -189,11 +207,13 @@ struct BulletinTests {
         #expect(done.channel_posts.isEmpty)
         #expect(try await channelMessages("Farmacia di turno").isEmpty)
         let urgentPosts = try await posts(try id(urgentBody))
-        #expect(urgentPosts.map { "\($0.chat) \($0.language) \($0.state) \($0.attempts)" } == [
-            "@scuole_prato it sent 1", "@scuole_prato_zh zh sent 1",
-        ])
+        #expect(
+            urgentPosts.map { "\($0.chat) \($0.language) \($0.state) \($0.attempts)" } == [
+                "@scuole_prato it sent 1", "@scuole_prato_zh zh sent 1",
+            ])
         #expect(urgentPosts.allSatisfy { $0.providerMessageID != nil })
-        #expect(try await channelMessages("Vento forte").mapValues(\.count) == ["@scuole_prato": 1, "@scuole_prato_zh": 1])
+        #expect(
+            try await channelMessages("Vento forte").mapValues(\.count) == ["@scuole_prato": 1, "@scuole_prato_zh": 1])
 
         // A later send_at: scheduled for then, and sent once it has come.
         let at = Date().addingTimeInterval(3)
@@ -216,8 +236,12 @@ struct BulletinTests {
         // A scuola bulletin goes to each school channel once, in the channel's language.
         #expect(try await posts(later).count == 2)
         let schoolPosts = try await channelMessages("Scuole")
-        #expect(schoolPosts["@scuole_prato"]?.count == 1 && schoolPosts["@scuole_prato"]?.first?.contains("Mensa chiusa") == true)
-        #expect(schoolPosts["@scuole_prato_zh"]?.count == 1 && schoolPosts["@scuole_prato_zh"]?.first?.contains("食堂") == true)
+        #expect(
+            schoolPosts["@scuole_prato"]?.count == 1
+                && schoolPosts["@scuole_prato"]?.first?.contains("Mensa chiusa") == true)
+        #expect(
+            schoolPosts["@scuole_prato_zh"]?.count == 1
+                && schoolPosts["@scuole_prato_zh"]?.first?.contains("食堂") == true)
 
         // The command line, as an admin uses it: topics, post and follow to the end, status, cancel.
         let banditore = ServiceProcess.binaryDirectory.appending(path: "banditore").path
@@ -227,8 +251,10 @@ struct BulletinTests {
         #expect(topics.output.contains("farmacie") && topics.output.contains("protezione-civile"), "\(topics.output)")
         let posted = try await runCLI(
             banditore,
-            ["post", "--title", "Festa", "--it", "Festa in piazza sabato.", "--en", "Party on Saturday.", "--urgent",
-             "--channel", "telegram", "--follow"],
+            [
+                "post", "--title", "Festa", "--it", "Festa in piazza sabato.", "--en", "Party on Saturday.", "--urgent",
+                "--channel", "telegram", "--follow",
+            ],
             api
         )
         #expect(posted.status == 0, "\(posted.output)")
@@ -249,7 +275,9 @@ struct BulletinTests {
         await town.stop()
     }
 
-    @Test("cancel halfway: nothing is sent once the cancel is answered and the counts add up; the composer killed mid fan-out resumes and everyone gets it once; a normal bulletin waits for the service window")
+    @Test(
+        "cancel halfway: nothing is sent once the cancel is answered and the counts add up; the composer killed mid fan-out resumes and everyone gets it once; a normal bulletin waits for the service window"
+    )
     func cancelAndCrash() async throws {
         var town = try await Town.start(
             "it_bulletins_cancel", base: 100, channels: [.telegram],
@@ -269,7 +297,8 @@ struct BulletinTests {
 
         // Cancel halfway through a 1,500-recipient bulletin sent at 150/s.
         let (status, body) = try await post(
-            town, #"{"title":"Sciopero","body":{"it":"Sciopero dei trasporti scolastici."},"topics":["scuola"],"channels":["telegram"]}"#
+            town,
+            #"{"title":"Sciopero","body":{"it":"Sciopero dei trasporti scolastici."},"topics":["scuola"],"channels":["telegram"]}"#
         )
         #expect(status == 202, "\(body)")
         let strike = try id(body)
@@ -299,7 +328,8 @@ struct BulletinTests {
         // The composer killed with SIGKILL mid fan-out (one recipient per job and per checkpoint, so it takes a
         // while), then started again: it resumes at its cursor and every follower gets the bulletin once.
         let (crashStatus, crashBody) = try await post(
-            town, #"{"title":"Iscrizioni","body":{"it":"Iscrizioni al nido aperte."},"topics":["scuola"],"channels":["telegram"]}"#
+            town,
+            #"{"title":"Iscrizioni","body":{"it":"Iscrizioni al nido aperte."},"topics":["scuola"],"channels":["telegram"]}"#
         )
         #expect(crashStatus == 202, "\(crashBody)")
         let enrolment = try id(crashBody)
@@ -331,7 +361,10 @@ struct BulletinTests {
         var utc = Calendar(identifier: .gregorian)
         utc.timeZone = TimeZone(identifier: "UTC")!
         let parts = utc.dateComponents([.hour, .minute], from: opening)
-        guard parts.hour! < 23 || parts.minute! < 58 else { await town.stop(); return }  // no window across midnight
+        guard parts.hour! < 23 || parts.minute! < 58 else {
+            await town.stop()
+            return
+        }  // no window across midnight
         let window = String(format: "mon-sun %02d:%02d-23:59", parts.hour!, parts.minute!)
         let restarted = try #require(town.composer)
         restarted.signal(SIGTERM)
@@ -343,12 +376,15 @@ struct BulletinTests {
             ]
         )
         let (windowStatus, windowBody) = try await post(
-            town, #"{"title":"Mensa","body":{"it":"Menu della settimana."},"topics":["scuola"],"channels":["telegram"]}"#
+            town,
+            #"{"title":"Mensa","body":{"it":"Menu della settimana."},"topics":["scuola"],"channels":["telegram"]}"#
         )
         #expect(windowStatus == 202, "\(windowBody)")
         let menu = try id(windowBody)
         let waiting = try await scheduled(town, menu)
-        #expect(waiting.scheduled_for == opening, "\(String(describing: waiting.scheduled_for)) vs \(opening) for \(window)")
+        #expect(
+            waiting.scheduled_for == opening, "\(String(describing: waiting.scheduled_for)) vs \(opening) for \(window)"
+        )
         let menuSent = try await settled(town, menu)
         #expect(menuSent.progress["telegram"]?.sent == 1500)
         let first = try await town.harness.simMessages(.telegram).filter { $0.text.contains("Menu della settimana") }

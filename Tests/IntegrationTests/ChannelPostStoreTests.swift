@@ -41,7 +41,10 @@ struct ChannelPostStoreTests {
         let previous = try await database.withTransaction { try await Bulletins.cancel(id, on: $0) }
         #expect(previous == "sending")
         let posts = try await database.withConnection { try await Bulletins.channelPosts(id, on: $0) }
-        #expect(posts.map { "\($0.chat) \($0.language) \($0.state)" } == ["@scuole_prato it sent", "@scuole_prato_zh it cancelled"])
+        #expect(
+            posts.map { "\($0.chat) \($0.language) \($0.state)" } == [
+                "@scuole_prato it sent", "@scuole_prato_zh it cancelled",
+            ])
         let progress = try await database.withConnection {
             try await Bulletins.progress(id, channels: [.telegram], on: $0)
         }

@@ -10,10 +10,10 @@ import Logging
 import Testing
 
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A vhost and a database of the test's own, the topology and schema in them, a `banditore-provider-sim`
@@ -32,7 +32,9 @@ final class DispatchHarness: Sendable {
         self.sim = sim
     }
 
-    static func make(_ name: String, simPort: Int, simEnvironment: [String: String] = [:]) async throws -> DispatchHarness {
+    static func make(_ name: String, simPort: Int, simEnvironment: [String: String] = [:]) async throws
+        -> DispatchHarness
+    {
         let servers = try await IsolatedServers.make(name)
         let logger = Logger(label: "test.dispatch")
         let database = try PostgresClient(url: servers.databaseURL, logger: logger)
@@ -115,7 +117,8 @@ final class DispatchHarness: Sendable {
         struct Page: Decodable { var messages: [RecordedMessage] }
         var out: [RecordedMessage] = []
         while true {
-            let data = try await simCall("GET", "/sim/messages?channel=\(channel.rawValue)&after=\(out.last?.seq ?? 0)&limit=50000")
+            let data = try await simCall(
+                "GET", "/sim/messages?channel=\(channel.rawValue)&after=\(out.last?.seq ?? 0)&limit=50000")
             let page = try JSONDecoder.sim.decode(Page.self, from: data)
             if page.messages.isEmpty { return out }
             out += page.messages
@@ -129,7 +132,8 @@ final class DispatchHarness: Sendable {
     /// `timeout` is how long the answer may take: playing many citizens answers only once they all have, which on a
     /// loaded machine (the whole suite runs at once) can take minutes.
     @discardableResult
-    func simCall(_ method: String, _ path: String, body: String? = nil, timeout: TimeInterval = 30) async throws -> Data {
+    func simCall(_ method: String, _ path: String, body: String? = nil, timeout: TimeInterval = 30) async throws -> Data
+    {
         var request = URLRequest(url: URL(string: simURL + path)!)
         request.httpMethod = method
         request.timeoutInterval = timeout

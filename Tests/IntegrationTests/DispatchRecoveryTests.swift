@@ -9,12 +9,14 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 @Suite("Dispatchers recover: kills, drains, poison jobs, expired tokens, urgent jobs")
 struct DispatchRecoveryTests {
-    @Test("a replica killed with SIGKILL mid-job: after a restart everyone is delivered; duplicates ≤ sends in flight at the kill")
+    @Test(
+        "a replica killed with SIGKILL mid-job: after a restart everyone is delivered; duplicates ≤ sends in flight at the kill"
+    )
     func killedMidJob() async throws {
         let harness = try await DispatchHarness.make(
             "it_dispatch_kill", simPort: 19360,
@@ -29,13 +31,17 @@ struct DispatchRecoveryTests {
             processes.append(first)
             let bulletin = UUID()
             let recipients = try await DeliveryFixtures.seed(
-                harness.database, channel: .telegram, addresses: (0..<1500).map { DeliveryFixtures.address(.telegram, $0) },
+                harness.database, channel: .telegram,
+                addresses: (0..<1500).map { DeliveryFixtures.address(.telegram, $0) },
                 bulletinID: bulletin
             )
             try await DeliveryFixtures.publishJobs(
                 harness.amqp, channel: .telegram, recipients: recipients, bulletinID: bulletin, chunk: 500
             )
-            #expect(await eventually(timeout: .seconds(30)) { ((try? await harness.channelStats(.telegram).accepted) ?? 0) >= 400 })
+            #expect(
+                await eventually(timeout: .seconds(30)) {
+                    ((try? await harness.channelStats(.telegram).accepted) ?? 0) >= 400
+                })
             first.signal(SIGKILL)
             _ = await first.waitForExit()
             processes.removeAll()
@@ -64,7 +70,9 @@ struct DispatchRecoveryTests {
             let stats = try await harness.channelStats(.telegram)
             #expect(stats.recipients == 1500, "everyone delivered")
             #expect(stats.duplicates <= inFlight, "duplicates \(stats.duplicates), in flight at the kill \(inFlight)")
-            print("SIGKILL mid-job: \(inFlight) sends in flight at the kill, \(stats.duplicates) duplicates after restart")
+            print(
+                "SIGKILL mid-job: \(inFlight) sends in flight at the kill, \(stats.duplicates) duplicates after restart"
+            )
             for process in processes { #expect(await harness.terminate(process) == 0) }
             await harness.stop()
         } catch {
@@ -73,7 +81,8 @@ struct DispatchRecoveryTests {
         }
     }
 
-    @Test("the broker restarts mid-bulletin: the dispatcher reconnects and carries on; everyone delivered, no duplicate")
+    @Test(
+        "the broker restarts mid-bulletin: the dispatcher reconnects and carries on; everyone delivered, no duplicate")
     func brokerRestart() async throws {
         try await PrivateServer.with(.rabbitmq, portBase: 5794) { broker in
             try await Self.deliverAcrossBrokerRestart(broker)
@@ -137,14 +146,17 @@ struct DispatchRecoveryTests {
         )
         let database = try PostgresClient(url: postgres.url, logger: harness.logger)
         _ = try await Migrator(logger: harness.logger).migrate(database)
-        let environment = ["AMQP_URL": harness.servers.amqpURL, "DATABASE_URL": postgres.url, "DISPATCH_RATE_PER_SECOND": "100"]
+        let environment = [
+            "AMQP_URL": harness.servers.amqpURL, "DATABASE_URL": postgres.url, "DISPATCH_RATE_PER_SECOND": "100",
+        ]
         let process = try await harness.dispatcher(.telegram, port: 18420, environment: environment)
         let bulletin = UUID()
         let recipients = try await DeliveryFixtures.seed(
             database, channel: .telegram, addresses: (0..<600).map { DeliveryFixtures.address(.telegram, $0) },
             bulletinID: bulletin
         )
-        try await DeliveryFixtures.publishJobs(harness.amqp, channel: .telegram, recipients: recipients, bulletinID: bulletin)
+        try await DeliveryFixtures.publishJobs(
+            harness.amqp, channel: .telegram, recipients: recipients, bulletinID: bulletin)
         let started = await eventually(timeout: .seconds(30)) {
             ((try? await harness.channelStats(.telegram).accepted) ?? 0) >= 150
         }
@@ -173,7 +185,8 @@ struct DispatchRecoveryTests {
 
     @Test("SIGTERM drains: no new sends, the rest handed back, exit 0; the next replica finishes without duplicates")
     func drainOnSigterm() async throws {
-        let harness = try await DispatchHarness.make("it_dispatch_drain", simPort: 19370, simEnvironment: ["SIM_RATE_LIMITS": "false"])
+        let harness = try await DispatchHarness.make(
+            "it_dispatch_drain", simPort: 19370, simEnvironment: ["SIM_RATE_LIMITS": "false"])
         var processes: [ServiceProcess] = []
         do {
             let environment = ["DISPATCH_RATE_PER_SECOND": "40"]
@@ -181,13 +194,17 @@ struct DispatchRecoveryTests {
             processes.append(first)
             let bulletin = UUID()
             let recipients = try await DeliveryFixtures.seed(
-                harness.database, channel: .telegram, addresses: (0..<300).map { DeliveryFixtures.address(.telegram, $0) },
+                harness.database, channel: .telegram,
+                addresses: (0..<300).map { DeliveryFixtures.address(.telegram, $0) },
                 bulletinID: bulletin
             )
             try await DeliveryFixtures.publishJobs(
                 harness.amqp, channel: .telegram, recipients: recipients, bulletinID: bulletin, chunk: 150
             )
-            #expect(await eventually(timeout: .seconds(30)) { ((try? await harness.channelStats(.telegram).accepted) ?? 0) >= 60 })
+            #expect(
+                await eventually(timeout: .seconds(30)) {
+                    ((try? await harness.channelStats(.telegram).accepted) ?? 0) >= 60
+                })
             let clock = ContinuousClock()
             let start = clock.now
             let status = await harness.terminate(first)
@@ -215,10 +232,12 @@ struct DispatchRecoveryTests {
 
     @Test("an undecodable job goes to the dead-letter queue at once; the dispatcher carries on")
     func poisonJob() async throws {
-        let harness = try await DispatchHarness.make("it_dispatch_poison", simPort: 19380, simEnvironment: ["SIM_RATE_LIMITS": "false"])
+        let harness = try await DispatchHarness.make(
+            "it_dispatch_poison", simPort: 19380, simEnvironment: ["SIM_RATE_LIMITS": "false"])
         var processes: [ServiceProcess] = []
         do {
-            processes.append(try await harness.dispatcher(.wechat, port: 18380, environment: ["DISPATCH_RATE_PER_SECOND": "0"]))
+            processes.append(
+                try await harness.dispatcher(.wechat, port: 18380, environment: ["DISPATCH_RATE_PER_SECOND": "0"]))
             for body in ["not json", #"{"id":"x"}"#, #"{"channel":"telegram","messages":{},"recipients":[]}"#] {
                 try await harness.amqp.publishConfirmed(
                     AMQPMessage(string: body), exchange: BanditoreTopology.deliveriesExchange, routingKey: "wechat"
@@ -231,7 +250,8 @@ struct DispatchRecoveryTests {
                 harness.database, channel: .wechat, addresses: (0..<10).map { DeliveryFixtures.address(.wechat, $0) },
                 bulletinID: bulletin
             )
-            try await DeliveryFixtures.publishJobs(harness.amqp, channel: .wechat, recipients: recipients, bulletinID: bulletin)
+            try await DeliveryFixtures.publishJobs(
+                harness.amqp, channel: .wechat, recipients: recipients, bulletinID: bulletin)
             #expect(try await harness.waitUntilSettled(bulletin, timeout: .seconds(30)) == ["sent": 10])
             #expect(try await harness.ready(dead) == 3, "poison is not retried")
             let metrics = await processes[0].get("/metrics")?.body ?? ""
@@ -244,21 +264,29 @@ struct DispatchRecoveryTests {
         }
     }
 
-    @Test("a job that comes back after a kill publishes what its recorded failures left: the unreachable events and the dead letter")
+    @Test(
+        "a job that comes back after a kill publishes what its recorded failures left: the unreachable events and the dead letter"
+    )
     func unfinishedEnds() async throws {
-        let harness = try await DispatchHarness.make("it_dispatch_ends", simPort: 19385, simEnvironment: ["SIM_RATE_LIMITS": "false"])
+        let harness = try await DispatchHarness.make(
+            "it_dispatch_ends", simPort: 19385, simEnvironment: ["SIM_RATE_LIMITS": "false"])
         var processes: [ServiceProcess] = []
         do {
             let events = TestServers.uniqueName("test.unreachable")
             try await harness.amqp.declare(
                 AMQPTopology(
                     queues: [AMQPQueue(name: events)],
-                    bindings: [AMQPBinding(queue: events, exchange: BanditoreTopology.eventsExchange, routingKey: "recipient.unreachable")]
+                    bindings: [
+                        AMQPBinding(
+                            queue: events, exchange: BanditoreTopology.eventsExchange,
+                            routingKey: "recipient.unreachable")
+                    ]
                 )
             )
             let addresses = (0..<6).map { DeliveryFixtures.address(.telegram, $0) }
             let bulletin = UUID()
-            let recipients = try await DeliveryFixtures.seed(harness.database, channel: .telegram, addresses: addresses, bulletinID: bulletin)
+            let recipients = try await DeliveryFixtures.seed(
+                harness.database, channel: .telegram, addresses: addresses, bulletinID: bulletin)
             // What a replica killed after its outcomes were committed, and before it published, leaves behind: two
             // blocked addresses still active, one recipient out of attempts, and one blocked address the registry
             // has deactivated already (nothing is left to do for it).
@@ -278,8 +306,10 @@ struct DispatchRecoveryTests {
                 )
             }
             try await harness.database.query("UPDATE subscribers SET active = false WHERE address = \(addresses[3])")
-            processes.append(try await harness.dispatcher(.telegram, port: 18385, environment: ["DISPATCH_RATE_PER_SECOND": "0"]))
-            try await DeliveryFixtures.publishJobs(harness.amqp, channel: .telegram, recipients: recipients, bulletinID: bulletin)
+            processes.append(
+                try await harness.dispatcher(.telegram, port: 18385, environment: ["DISPATCH_RATE_PER_SECOND": "0"]))
+            try await DeliveryFixtures.publishJobs(
+                harness.amqp, channel: .telegram, recipients: recipients, bulletinID: bulletin)
             #expect(try await harness.waitUntilSettled(bulletin, timeout: .seconds(30)) == ["sent": 2, "failed": 4])
 
             let published = await eventually(timeout: .seconds(10)) { (try? await harness.ready(events)) == 2 }
@@ -323,19 +353,23 @@ struct DispatchRecoveryTests {
 
     @Test("citizens who leave after their bulletin's jobs were queued get nothing: recorded skipped")
     func unsubscribedAfterQueueing() async throws {
-        let harness = try await DispatchHarness.make("it_dispatch_left", simPort: 19387, simEnvironment: ["SIM_RATE_LIMITS": "false"])
+        let harness = try await DispatchHarness.make(
+            "it_dispatch_left", simPort: 19387, simEnvironment: ["SIM_RATE_LIMITS": "false"])
         var processes: [ServiceProcess] = []
         do {
             let addresses = (0..<10).map { DeliveryFixtures.address(.whatsapp, $0) }
             let bulletin = UUID()
-            let recipients = try await DeliveryFixtures.seed(harness.database, channel: .whatsapp, addresses: addresses, bulletinID: bulletin)
-            try await DeliveryFixtures.publishJobs(harness.amqp, channel: .whatsapp, recipients: recipients, bulletinID: bulletin)
+            let recipients = try await DeliveryFixtures.seed(
+                harness.database, channel: .whatsapp, addresses: addresses, bulletinID: bulletin)
+            try await DeliveryFixtures.publishJobs(
+                harness.amqp, channel: .whatsapp, recipients: recipients, bulletinID: bulletin)
             // The jobs wait in the queue; meanwhile three citizens unsubscribe (the registry marks them inactive).
             let left = Array(addresses[2..<5])
             try await harness.database.query(
                 "UPDATE subscribers SET active = false, unsubscribed_at = now() WHERE address = ANY(\(left)::text[])"
             )
-            processes.append(try await harness.dispatcher(.whatsapp, port: 18387, environment: ["DISPATCH_RATE_PER_SECOND": "0"]))
+            processes.append(
+                try await harness.dispatcher(.whatsapp, port: 18387, environment: ["DISPATCH_RATE_PER_SECOND": "0"]))
             #expect(try await harness.waitUntilSettled(bulletin, timeout: .seconds(30)) == ["sent": 7, "skipped": 3])
             let received = try await harness.simMessages(.whatsapp).map(\.recipient)
             #expect(Set(received) == Set(addresses).subtracting(left) && received.count == 7, "\(received)")
@@ -349,7 +383,8 @@ struct DispatchRecoveryTests {
 
     @Test("WeChat tokens expire mid-run with two replicas: renewed once between them, everyone sent")
     func tokenExpiry() async throws {
-        let harness = try await DispatchHarness.make("it_dispatch_token", simPort: 19390, simEnvironment: ["SIM_RATE_LIMITS": "false"])
+        let harness = try await DispatchHarness.make(
+            "it_dispatch_token", simPort: 19390, simEnvironment: ["SIM_RATE_LIMITS": "false"])
         var processes: [ServiceProcess] = []
         do {
             let environment = ["DISPATCH_RATE_PER_SECOND": "200", "DISPATCH_RETRY_BACKOFF_SCALE": "0.05"]
@@ -360,14 +395,20 @@ struct DispatchRecoveryTests {
                 harness.database, channel: .wechat, addresses: (0..<800).map { DeliveryFixtures.address(.wechat, $0) },
                 bulletinID: bulletin
             )
-            try await DeliveryFixtures.publishJobs(harness.amqp, channel: .wechat, recipients: recipients, bulletinID: bulletin)
-            #expect(await eventually(timeout: .seconds(30)) { ((try? await harness.channelStats(.wechat).accepted) ?? 0) >= 200 })
+            try await DeliveryFixtures.publishJobs(
+                harness.amqp, channel: .wechat, recipients: recipients, bulletinID: bulletin)
+            #expect(
+                await eventually(timeout: .seconds(30)) {
+                    ((try? await harness.channelStats(.wechat).accepted) ?? 0) >= 200
+                })
             let callsBefore = try await harness.simStats().wechatTokenCalls
             try await harness.simCall("POST", "/sim/wechat/expire")
             let states = try await harness.waitUntilSettled(bulletin, timeout: .seconds(60))
             #expect(states == ["sent": 800], "\(states)")
             let stats = try await harness.simStats()
-            #expect(stats.wechatTokenCalls == callsBefore + 1, "one renewal for both replicas: \(callsBefore) → \(stats.wechatTokenCalls)")
+            #expect(
+                stats.wechatTokenCalls == callsBefore + 1,
+                "one renewal for both replicas: \(callsBefore) → \(stats.wechatTokenCalls)")
             #expect(stats.channels["wechat"]?.duplicates == 0)
             for process in processes { #expect(await harness.terminate(process) == 0) }
             await harness.stop()
@@ -379,12 +420,14 @@ struct DispatchRecoveryTests {
 
     @Test("an urgent job overtakes the normal jobs waiting in the queue")
     func urgentFirst() async throws {
-        let harness = try await DispatchHarness.make("it_dispatch_urgent", simPort: 19400, simEnvironment: ["SIM_RATE_LIMITS": "false"])
+        let harness = try await DispatchHarness.make(
+            "it_dispatch_urgent", simPort: 19400, simEnvironment: ["SIM_RATE_LIMITS": "false"])
         var processes: [ServiceProcess] = []
         do {
             let normal = UUID()
             let normalRecipients = try await DeliveryFixtures.seed(
-                harness.database, channel: .telegram, addresses: (0..<400).map { DeliveryFixtures.address(.telegram, $0) },
+                harness.database, channel: .telegram,
+                addresses: (0..<400).map { DeliveryFixtures.address(.telegram, $0) },
                 bulletinID: normal
             )
             try await DeliveryFixtures.publishJobs(
@@ -396,7 +439,8 @@ struct DispatchRecoveryTests {
                 addresses: (0..<20).map { DeliveryFixtures.address(.telegram, $0, salt: 9) }, bulletinID: urgent
             )
             try await DeliveryFixtures.publishJobs(
-                harness.amqp, channel: .telegram, recipients: urgentRecipients, bulletinID: urgent, chunk: 20, urgent: true,
+                harness.amqp, channel: .telegram, recipients: urgentRecipients, bulletinID: urgent, chunk: 20,
+                urgent: true,
                 message: .text("ALLERTA: scuole chiuse")
             )
             processes.append(

@@ -8,22 +8,26 @@ import Foundation
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The dispatchers as operators run them: real processes against RabbitMQ, PostgreSQL and banditore-provider-sim,
 /// each test in a vhost and a database of its own.
 @Suite("Dispatchers deliver at the provider's pace, retry, and record status")
 struct DispatchTests {
-    @Test("1,000 recipients on each channel, every job published twice: each delivered once, statuses and provider ids in the database")
+    @Test(
+        "1,000 recipients on each channel, every job published twice: each delivered once, statuses and provider ids in the database"
+    )
     func everyoneOnce() async throws {
-        let harness = try await DispatchHarness.make("it_dispatch_once", simPort: 19310, simEnvironment: ["SIM_RATE_LIMITS": "false"])
+        let harness = try await DispatchHarness.make(
+            "it_dispatch_once", simPort: 19310, simEnvironment: ["SIM_RATE_LIMITS": "false"])
         var processes: [ServiceProcess] = []
         do {
             var bulletins: [Channel: UUID] = [:]
             for (index, channel) in Channel.allCases.enumerated() {
                 processes.append(
-                    try await harness.dispatcher(channel, port: 18310 + index, environment: ["DISPATCH_RATE_PER_SECOND": "0"])
+                    try await harness.dispatcher(
+                        channel, port: 18310 + index, environment: ["DISPATCH_RATE_PER_SECOND": "0"])
                 )
                 let bulletin = UUID()
                 bulletins[channel] = bulletin
@@ -68,7 +72,8 @@ struct DispatchTests {
                 #expect(Set(stored) == recorded, "\(channel)")
             }
             let metrics = await processes[1].get("/metrics")?.body ?? ""
-            #expect(metrics.contains(#"banditore_dispatch_sent_total{channel="telegram"} 1000"#), "\(metrics.prefix(2000))")
+            #expect(
+                metrics.contains(#"banditore_dispatch_sent_total{channel="telegram"} 1000"#), "\(metrics.prefix(2000))")
             for process in processes { #expect(await harness.terminate(process) == 0, "\(process.log.suffix(2000))") }
             await harness.stop()
         } catch {
@@ -81,7 +86,9 @@ struct DispatchTests {
     func transientFaults() async throws {
         let harness = try await DispatchHarness.make(
             "it_dispatch_faults", simPort: 19330,
-            simEnvironment: ["SIM_RATE_LIMITS": "false", "SIM_TELEGRAM_ERROR_RATE": "0.2", "SIM_WECHAT_ERROR_RATE": "0.2"]
+            simEnvironment: [
+                "SIM_RATE_LIMITS": "false", "SIM_TELEGRAM_ERROR_RATE": "0.2", "SIM_WECHAT_ERROR_RATE": "0.2",
+            ]
         )
         var processes: [ServiceProcess] = []
         do {
@@ -94,7 +101,8 @@ struct DispatchTests {
                 let bulletin = UUID()
                 bulletins[channel] = bulletin
                 let recipients = try await DeliveryFixtures.seed(
-                    harness.database, channel: channel, addresses: (0..<300).map { DeliveryFixtures.address(channel, $0) },
+                    harness.database, channel: channel,
+                    addresses: (0..<300).map { DeliveryFixtures.address(channel, $0) },
                     bulletinID: bulletin
                 )
                 try await DeliveryFixtures.publishJobs(
@@ -113,7 +121,8 @@ struct DispatchTests {
                 #expect(attempts.0 == 300 + stats.faults, "\(channel): attempts \(attempts), faults \(stats.faults)")
                 #expect(attempts.1 >= 2)
                 #expect(stats.accepted == 300 && stats.duplicates == 0, "\(channel): \(stats)")
-                #expect(try await harness.ready(BanditoreTopology.deadQueue(BanditoreTopology.dispatchQueue(channel))) == 0)
+                #expect(
+                    try await harness.ready(BanditoreTopology.deadQueue(BanditoreTopology.dispatchQueue(channel))) == 0)
             }
             let metrics = await processes[0].get("/metrics")?.body ?? ""
             #expect(metrics.contains(#"banditore_dispatch_retries_total{channel="telegram"}"#))
@@ -125,7 +134,9 @@ struct DispatchTests {
         }
     }
 
-    @Test("attempts run out: recorded failed and dead-lettered; the CLI lists them and replays them once the provider is back")
+    @Test(
+        "attempts run out: recorded failed and dead-lettered; the CLI lists them and replays them once the provider is back"
+    )
     func exhaustedAndReplayed() async throws {
         let harness = try await DispatchHarness.make(
             "it_dispatch_dead", simPort: 19340,
@@ -137,13 +148,15 @@ struct DispatchTests {
                 try await harness.dispatcher(
                     .telegram, port: 18340,
                     environment: [
-                        "DISPATCH_RATE_PER_SECOND": "0", "DISPATCH_RETRY_BACKOFF_SCALE": "0.02", "DISPATCH_MAX_ATTEMPTS": "3",
+                        "DISPATCH_RATE_PER_SECOND": "0", "DISPATCH_RETRY_BACKOFF_SCALE": "0.02",
+                        "DISPATCH_MAX_ATTEMPTS": "3",
                     ]
                 )
             )
             let bulletin = UUID()
             let recipients = try await DeliveryFixtures.seed(
-                harness.database, channel: .telegram, addresses: (0..<40).map { DeliveryFixtures.address(.telegram, $0) },
+                harness.database, channel: .telegram,
+                addresses: (0..<40).map { DeliveryFixtures.address(.telegram, $0) },
                 bulletinID: bulletin
             )
             try await DeliveryFixtures.publishJobs(
@@ -187,7 +200,9 @@ struct DispatchTests {
     @Test("a blocked user: recorded failed, recipient.unreachable published, never retried (three channels)")
     func blockedUsers() async throws {
         let blocked: [Channel: [String]] = Dictionary(
-            uniqueKeysWithValues: Channel.allCases.map { channel in (channel, (0..<3).map { DeliveryFixtures.address(channel, $0) }) }
+            uniqueKeysWithValues: Channel.allCases.map { channel in
+                (channel, (0..<3).map { DeliveryFixtures.address(channel, $0) })
+            }
         )
         let list = blocked.flatMap { channel, addresses in addresses.map { "\(channel.rawValue):\($0)" } }
         let harness = try await DispatchHarness.make(
@@ -203,23 +218,30 @@ struct DispatchTests {
             try await harness.amqp.declare(
                 AMQPTopology(
                     queues: [AMQPQueue(name: events)],
-                    bindings: [AMQPBinding(queue: events, exchange: BanditoreTopology.eventsExchange, routingKey: "recipient.unreachable")]
+                    bindings: [
+                        AMQPBinding(
+                            queue: events, exchange: BanditoreTopology.eventsExchange,
+                            routingKey: "recipient.unreachable")
+                    ]
                 )
             )
             var bulletins: [Channel: UUID] = [:]
             for (index, channel) in Channel.allCases.enumerated() {
                 processes.append(
                     try await harness.dispatcher(
-                        channel, port: 18350 + index, environment: ["DISPATCH_RATE_PER_SECOND": "0", "DISPATCH_RETRY_BACKOFF_SCALE": "0.05"]
+                        channel, port: 18350 + index,
+                        environment: ["DISPATCH_RATE_PER_SECOND": "0", "DISPATCH_RETRY_BACKOFF_SCALE": "0.05"]
                     )
                 )
                 let bulletin = UUID()
                 bulletins[channel] = bulletin
                 let recipients = try await DeliveryFixtures.seed(
-                    harness.database, channel: channel, addresses: (0..<20).map { DeliveryFixtures.address(channel, $0) },
+                    harness.database, channel: channel,
+                    addresses: (0..<20).map { DeliveryFixtures.address(channel, $0) },
                     bulletinID: bulletin
                 )
-                try await DeliveryFixtures.publishJobs(harness.amqp, channel: channel, recipients: recipients, bulletinID: bulletin)
+                try await DeliveryFixtures.publishJobs(
+                    harness.amqp, channel: channel, recipients: recipients, bulletinID: bulletin)
             }
             for (channel, bulletin) in bulletins {
                 let states = try await harness.waitUntilSettled(bulletin, timeout: .seconds(60))
@@ -232,7 +254,9 @@ struct DispatchTests {
                 ).rows.map { try $0.decode(String.self, Int.self, String.self) }
                 #expect(failed.map(\.0) == blocked[channel]!.sorted(), "\(channel)")
                 #expect(failed.allSatisfy { $0.1 == 1 }, "\(channel): no retry of a blocked user")
-                #expect(failed.allSatisfy { ["131026", "403", "43004"].contains(String($0.2.prefix { $0 != ":" })) }, "\(failed)")
+                #expect(
+                    failed.allSatisfy { ["131026", "403", "43004"].contains(String($0.2.prefix { $0 != ":" })) },
+                    "\(failed)")
             }
             // Give any (wrong) retry time to happen, then count what the providers saw.
             try await Task.sleep(for: .milliseconds(500))
@@ -260,8 +284,11 @@ struct DispatchTests {
 }
 
 /// Runs the `banditore` CLI and returns its exit status and output.
-func runCLI(_ path: String, _ arguments: [String], _ environment: [String: String]) async throws -> (status: Int32, output: String) {
-    let output = TestServers.repositoryRoot.appending(path: ".local/test-logs/cli-\(UUID().uuidString.prefix(8)).log").path
+func runCLI(_ path: String, _ arguments: [String], _ environment: [String: String]) async throws -> (
+    status: Int32, output: String
+) {
+    let output = TestServers.repositoryRoot.appending(path: ".local/test-logs/cli-\(UUID().uuidString.prefix(8)).log")
+        .path
     var env = ProcessInfo.processInfo.environment
     for (key, value) in environment { env[key] = value }
     env["LOG_LEVEL"] = "warning"
@@ -292,7 +319,8 @@ struct DispatchRateTimingTests {
                 let bulletin = UUID()
                 let recipients = try await DeliveryFixtures.seed(
                     harness.database, channel: .telegram,
-                    addresses: (0..<450).map { DeliveryFixtures.address(.telegram, $0, salt: phase + 1) }, bulletinID: bulletin
+                    addresses: (0..<450).map { DeliveryFixtures.address(.telegram, $0, salt: phase + 1) },
+                    bulletinID: bulletin
                 )
                 try await DeliveryFixtures.publishJobs(
                     harness.amqp, channel: .telegram, recipients: recipients, bulletinID: bulletin, chunk: 30
@@ -313,7 +341,9 @@ struct DispatchRateTimingTests {
                 let span = times.last!.timeIntervalSince(times.first!)
                 let rate = Double(times.count - 1) / span
                 #expect(rate >= 0.95 * 30, "\(replicas) replicas: \(rate)/s")
-                print("rate limit 30/s, \(replicas) replicas: \(String(format: "%.2f", rate))/s, busiest second \(busiest)")
+                print(
+                    "rate limit 30/s, \(replicas) replicas: \(String(format: "%.2f", rate))/s, busiest second \(busiest)"
+                )
             }
             let stats = try await harness.channelStats(.telegram)
             #expect(stats.throttled <= 2, "429s: \(stats.rejected)")

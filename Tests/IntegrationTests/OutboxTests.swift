@@ -99,7 +99,9 @@ struct OutboxTests {
         )
         try await database.query("UPDATE outbox SET created_at = now() - interval '2 days' WHERE id = \(ids[7])")
         #expect(try await relay.prune(batch: 2) == 5)
-        let left = try await database.query("SELECT id FROM outbox ORDER BY id").rows.map { try $0.decode(Int64.self, at: 0) }
+        let left = try await database.query("SELECT id FROM outbox ORDER BY id").rows.map {
+            try $0.decode(Int64.self, at: 0)
+        }
         #expect(left == Array(ids[5...]))
         #expect(try await relay.prune() == 0)
         await amqp.close()

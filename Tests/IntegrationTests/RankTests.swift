@@ -11,7 +11,9 @@ import Testing
 /// bulletins resume; the per-user pace holds at the provider with no refusal.
 @Suite("Ranks at the providers' real limits (timing: run alone)")
 struct RankTimingTests {
-    @Test("Telegram: an urgent bulletin posted while a normal one and replies go out takes ≥ 95% of the channel at once; replies before the normal rest; each recipient once, nothing refused")
+    @Test(
+        "Telegram: an urgent bulletin posted while a normal one and replies go out takes ≥ 95% of the channel at once; replies before the normal rest; each recipient once, nothing refused"
+    )
     func urgentFirst() async throws {
         let harness = try await DispatchHarness.make("it_ranks_urgent", simPort: 19396)
         var processes: [ServiceProcess] = []
@@ -50,28 +52,37 @@ struct RankTimingTests {
             )
             #expect(try await harness.waitUntilSettled(urgent, timeout: .seconds(60)) == ["sent": 300])
             #expect(try await harness.waitUntilSettled(normal, timeout: .seconds(120)) == ["sent": 1200])
-            #expect(await eventually(timeout: .seconds(60)) { (try? await harness.channelStats(.telegram).accepted) == 2100 })
+            #expect(
+                await eventually(timeout: .seconds(60)) {
+                    (try? await harness.channelStats(.telegram).accepted) == 2100
+                })
 
             let messages = try await harness.simMessages(.telegram)
             let urgentSet = Set(urgentRecipients.map(\.address))
             let replySet = Set(replyAddresses)
             func rank(_ message: RecordedMessage) -> DeliveryRank {
-                urgentSet.contains(message.recipient) ? .urgent : replySet.contains(message.recipient) ? .reply : .normal
+                urgentSet.contains(message.recipient)
+                    ? .urgent : replySet.contains(message.recipient) ? .reply : .normal
             }
             let urgentTimes = messages.filter { rank($0) == .urgent }.map(\.acceptedAt)
             let firstUrgent = try #require(urgentTimes.min())
             let lastUrgent = try #require(urgentTimes.max())
-            #expect(firstUrgent.timeIntervalSince(posted) <= 1, "first urgent send \(firstUrgent.timeIntervalSince(posted)) s after the post")
+            #expect(
+                firstUrgent.timeIntervalSince(posted) <= 1,
+                "first urgent send \(firstUrgent.timeIntervalSince(posted)) s after the post")
             let during = messages.filter { $0.acceptedAt >= firstUrgent && $0.acceptedAt <= lastUrgent }
             let share = Double(during.filter { rank($0) == .urgent }.count) / Double(during.count)
             #expect(share >= 0.95, "urgent share while it ran: \(share)")
             // Replies go before what is left of the normal bulletin.
             let lastReply = try #require(messages.filter { rank($0) == .reply }.map(\.acceptedAt).max())
             let firstReply = try #require(messages.filter { rank($0) == .reply }.map(\.acceptedAt).min())
-            let besideReplies = messages.filter { $0.acceptedAt >= firstReply && $0.acceptedAt <= lastReply && rank($0) != .urgent }
+            let besideReplies = messages.filter {
+                $0.acceptedAt >= firstReply && $0.acceptedAt <= lastReply && rank($0) != .urgent
+            }
             let replyShare = Double(besideReplies.filter { rank($0) == .reply }.count) / Double(besideReplies.count)
             #expect(replyShare >= 0.9, "replies' share of what was not urgent while they ran: \(replyShare)")
-            #expect(messages.contains { rank($0) == .normal && $0.acceptedAt > lastReply }, "the normal bulletin resumes")
+            #expect(
+                messages.contains { rank($0) == .normal && $0.acceptedAt > lastReply }, "the normal bulletin resumes")
             let stats = try await harness.channelStats(.telegram)
             #expect(stats.duplicates == 0 && stats.recipients == 2100, "\(stats)")
             #expect(stats.throttled == 0, "refused for the rate or a chat's pace: \(stats.rejected)")
@@ -83,7 +94,9 @@ struct RankTimingTests {
         }
     }
 
-    @Test("Telegram with paid broadcast for urgent bulletins: 1,500 urgent sends at its 1,000/s, none refused, while a normal bulletin keeps its 30/s")
+    @Test(
+        "Telegram with paid broadcast for urgent bulletins: 1,500 urgent sends at its 1,000/s, none refused, while a normal bulletin keeps its 30/s"
+    )
     func paidBroadcast() async throws {
         let harness = try await DispatchHarness.make("it_ranks_paid", simPort: 19398)
         var processes: [ServiceProcess] = []
@@ -93,7 +106,8 @@ struct RankTimingTests {
             )
             let normal = UUID()
             let normalRecipients = try await DeliveryFixtures.seed(
-                harness.database, channel: .telegram, addresses: (0..<150).map { DeliveryFixtures.address(.telegram, $0) },
+                harness.database, channel: .telegram,
+                addresses: (0..<150).map { DeliveryFixtures.address(.telegram, $0) },
                 bulletinID: normal
             )
             try await DeliveryFixtures.publishJobs(
@@ -105,7 +119,8 @@ struct RankTimingTests {
                 addresses: (0..<1500).map { DeliveryFixtures.address(.telegram, $0, salt: 3) }, bulletinID: urgent
             )
             try await DeliveryFixtures.publishJobs(
-                harness.amqp, channel: .telegram, recipients: urgentRecipients, bulletinID: urgent, chunk: 500, urgent: true
+                harness.amqp, channel: .telegram, recipients: urgentRecipients, bulletinID: urgent, chunk: 500,
+                urgent: true
             )
             #expect(try await harness.waitUntilSettled(urgent, timeout: .seconds(60)) == ["sent": 1500])
             #expect(try await harness.waitUntilSettled(normal, timeout: .seconds(60)) == ["sent": 150])
@@ -129,7 +144,9 @@ struct RankTimingTests {
 }
 
 extension RankTimingTests {
-    @Test("Telegram's flood signal pauses the channel: configured at 100/s against a provider allowing 10/s, few sends are refused, and everyone is sent once")
+    @Test(
+        "Telegram's flood signal pauses the channel: configured at 100/s against a provider allowing 10/s, few sends are refused, and everyone is sent once"
+    )
     func floodSignalPausesTheChannel() async throws {
         let harness = try await DispatchHarness.make(
             "it_ranks_flood", simPort: 19399, simEnvironment: ["SIM_TELEGRAM_MESSAGES_PER_SECOND": "10"]
@@ -144,10 +161,12 @@ extension RankTimingTests {
             )
             let bulletin = UUID()
             let recipients = try await DeliveryFixtures.seed(
-                harness.database, channel: .telegram, addresses: (0..<100).map { DeliveryFixtures.address(.telegram, $0) },
+                harness.database, channel: .telegram,
+                addresses: (0..<100).map { DeliveryFixtures.address(.telegram, $0) },
                 bulletinID: bulletin
             )
-            try await DeliveryFixtures.publishJobs(harness.amqp, channel: .telegram, recipients: recipients, bulletinID: bulletin)
+            try await DeliveryFixtures.publishJobs(
+                harness.amqp, channel: .telegram, recipients: recipients, bulletinID: bulletin)
             #expect(try await harness.waitUntilSettled(bulletin, timeout: .seconds(90)) == ["sent": 100])
             let stats = try await harness.channelStats(.telegram)
             #expect(stats.accepted == 100 && stats.duplicates == 0, "\(stats)")

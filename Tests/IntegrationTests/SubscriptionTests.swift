@@ -11,10 +11,10 @@ import Logging
 import Testing
 
 #if canImport(FoundationNetworking)
-import FoundationNetworking
+    import FoundationNetworking
 #endif
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Citizens subscribing through the simulator: banditore-ingest, banditore-registry and a dispatcher per channel,
@@ -31,7 +31,8 @@ struct SubscriptionTests {
 
         /// `composerEnvironment` non-nil starts banditore-composer too (port `18505 + base`).
         static func start(
-            _ name: String, base: Int, channels: [Channel] = Channel.allCases, ingestEnvironment: [String: String] = [:],
+            _ name: String, base: Int, channels: [Channel] = Channel.allCases,
+            ingestEnvironment: [String: String] = [:],
             simEnvironment: [String: String] = [:], composerEnvironment: [String: String]? = nil,
             dispatcherEnvironment: [String: String] = [:]
         ) async throws -> Town {
@@ -156,45 +157,62 @@ struct SubscriptionTests {
         switch channel {
         case .whatsapp:
             return [
-                Step(action: .subscribe, expected: .init(active: true, language: "it", topics: all),
-                     reply: "Iscrizione attivata."),
-                Step(action: .text, text: "non  seguire Eventi",
-                     expected: .init(active: true, language: "it", topics: all.filter { $0 != "eventi" }),
-                     reply: "Non segui più: Eventi."),
-                Step(action: .text, text: "Lingua Inglese",
-                     expected: .init(active: true, language: "en", topics: all.filter { $0 != "eventi" }),
-                     reply: "Language set: English."),
-                Step(action: .unsubscribe,
-                     expected: .init(active: false, language: "en", reason: "command", topics: all.filter { $0 != "eventi" }),
-                     reply: "You are unsubscribed"),
+                Step(
+                    action: .subscribe, expected: .init(active: true, language: "it", topics: all),
+                    reply: "Iscrizione attivata."),
+                Step(
+                    action: .text, text: "non  seguire Eventi",
+                    expected: .init(active: true, language: "it", topics: all.filter { $0 != "eventi" }),
+                    reply: "Non segui più: Eventi."),
+                Step(
+                    action: .text, text: "Lingua Inglese",
+                    expected: .init(active: true, language: "en", topics: all.filter { $0 != "eventi" }),
+                    reply: "Language set: English."),
+                Step(
+                    action: .unsubscribe,
+                    expected: .init(
+                        active: false, language: "en", reason: "command", topics: all.filter { $0 != "eventi" }),
+                    reply: "You are unsubscribed"),
             ]
         case .telegram:
             return [
-                Step(action: .subscribe, topic: "scuola", expected: .init(active: true, language: "it", topics: ["scuola"]),
-                     reply: "Iscrizione attivata."),
-                Step(action: .text, text: "/segui farmacie",
-                     expected: .init(active: true, language: "it", topics: ["farmacie", "scuola"]),
-                     reply: "Ora segui: Farmacie di turno."),
-                Step(action: .text, text: "/lingua cinese",
-                     expected: .init(active: true, language: "zh", topics: ["farmacie", "scuola"]), reply: "已切换为中文。"),
-                Step(action: .unsubscribe,
-                     expected: .init(active: false, language: "zh", reason: "command", topics: ["farmacie", "scuola"]),
-                     reply: "已取消订阅"),
+                Step(
+                    action: .subscribe, topic: "scuola",
+                    expected: .init(active: true, language: "it", topics: ["scuola"]),
+                    reply: "Iscrizione attivata."),
+                Step(
+                    action: .text, text: "/segui farmacie",
+                    expected: .init(active: true, language: "it", topics: ["farmacie", "scuola"]),
+                    reply: "Ora segui: Farmacie di turno."),
+                Step(
+                    action: .text, text: "/lingua cinese",
+                    expected: .init(active: true, language: "zh", topics: ["farmacie", "scuola"]), reply: "已切换为中文。"),
+                Step(
+                    action: .unsubscribe,
+                    expected: .init(active: false, language: "zh", reason: "command", topics: ["farmacie", "scuola"]),
+                    reply: "已取消订阅"),
             ]
         case .wechat:
             return [
-                Step(action: .subscribe, expected: .init(active: true, language: "it", topics: all),
-                     reply: "Iscrizione attivata."),
-                Step(action: .text, text: "segui protezione civile", expected: .init(active: true, language: "it", topics: all),
-                     reply: "Segui già: Protezione civile e allerte meteo."),
-                Step(action: .text, text: "中文", expected: .init(active: true, language: "zh", topics: all),
-                     reply: "已切换为中文。"),
-                Step(action: .text, text: "取消关注 eventi",
-                     expected: .init(active: true, language: "zh", topics: all.filter { $0 != "eventi" }),
-                     reply: "已取消关注：活动。"),
-                Step(action: .text, text: "取消订阅",
-                     expected: .init(active: false, language: "zh", reason: "command", topics: all.filter { $0 != "eventi" }),
-                     reply: "已取消订阅"),
+                Step(
+                    action: .subscribe, expected: .init(active: true, language: "it", topics: all),
+                    reply: "Iscrizione attivata."),
+                Step(
+                    action: .text, text: "segui protezione civile",
+                    expected: .init(active: true, language: "it", topics: all),
+                    reply: "Segui già: Protezione civile e allerte meteo."),
+                Step(
+                    action: .text, text: "中文", expected: .init(active: true, language: "zh", topics: all),
+                    reply: "已切换为中文。"),
+                Step(
+                    action: .text, text: "取消关注 eventi",
+                    expected: .init(active: true, language: "zh", topics: all.filter { $0 != "eventi" }),
+                    reply: "已取消关注：活动。"),
+                Step(
+                    action: .text, text: "取消订阅",
+                    expected: .init(
+                        active: false, language: "zh", reason: "command", topics: all.filter { $0 != "eventi" }),
+                    reply: "已取消订阅"),
             ]
         }
     }
@@ -210,7 +228,8 @@ struct SubscriptionTests {
             let report = try await town.play(channel, step.action, text: step.text, topic: step.topic, first: 1)
             #expect(report.accepted == 1, "step \(number): \(report.statuses)")
             let replies = try await town.waitForReplies(channel, to: address, count: number + 1)
-            #expect(replies.count == number + 1, "step \(number): \(replies)\nregistry:\n\(town.registry.log.suffix(2000))")
+            #expect(
+                replies.count == number + 1, "step \(number): \(replies)\nregistry:\n\(town.registry.log.suffix(2000))")
             if let expected = step.reply, let last = replies.last {
                 #expect(last.hasPrefix(expected), "step \(number): \(last)")
             }
@@ -247,14 +266,16 @@ struct SubscriptionTests {
         try await town.play(.telegram, .subscribe, first: 5)
         let back = try await town.waitForReplies(.telegram, to: chat, count: 2)
         #expect(back.last?.hasPrefix("Bentornato!") == true, "\(back)")
-        #expect(try await town.subscription(.telegram, chat) == .init(active: true, language: "it", topics: ["farmacie"]))
+        #expect(
+            try await town.subscription(.telegram, chat) == .init(active: true, language: "it", topics: ["farmacie"]))
         try await Task.sleep(for: .milliseconds(500))
         #expect(try await town.replies(.wechat, to: openID).count == 1)
         #expect(try await town.replies(.telegram, to: chat).count == 2)
         await town.stop()
     }
 
-    @Test("forged signatures, missing secrets, malformed JSON and XML, oversized bodies: a clear 4xx, nothing published")
+    @Test(
+        "forged signatures, missing secrets, malformed JSON and XML, oversized bodies: a clear 4xx, nothing published")
     func refusals() async throws {
         let town = try await Town.start(
             "it_subs_refusals", base: 40, channels: [], ingestEnvironment: ["INGEST_MAX_BODY_BYTES": "4096"]
@@ -264,44 +285,70 @@ struct SubscriptionTests {
         _ = await town.registry.waitForExit()
         let secret = "sim-whatsapp-app-secret"
         let valid = Array(
-            #"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"390610000000","phone_number_id":"1065403"},"messages":[{"from":"393470009999","id":"wamid.REFUSALS","timestamp":"1767261600","type":"text","text":{"body":"ATTIVA ISCRIZIONE"}}]}}]}]}"#.utf8
+            #"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"390610000000","phone_number_id":"1065403"},"messages":[{"from":"393470009999","id":"wamid.REFUSALS","timestamp":"1767261600","type":"text","text":{"body":"ATTIVA ISCRIZIONE"}}]}}]}]}"#
+                .utf8
         )
         let malformed = Array(#"{"object":"whatsapp_business_account","entry":[{"#.utf8)
         let oversized = Array(
-            (#"{"object":"whatsapp_business_account","entry":[],"pad":""# + String(repeating: "x", count: 8000) + #""}"#).utf8
+            (#"{"object":"whatsapp_business_account","entry":[],"pad":""# + String(repeating: "x", count: 8000) + #""}"#)
+                .utf8
         )
         let telegramUpdate = Array(
-            #"{"update_id":1,"message":{"message_id":1,"from":{"id":42,"is_bot":false,"first_name":"A"},"chat":{"id":42,"type":"private"},"date":1767261600,"text":"/start"}}"#.utf8
+            #"{"update_id":1,"message":{"message_id":1,"from":{"id":42,"is_bot":false,"first_name":"A"},"chat":{"id":42,"type":"private"},"date":1767261600,"text":"/start"}}"#
+                .utf8
         )
         let wechatQuery = { (token: String) -> String in
             "?signature=\(WeChat.signature(token: token, timestamp: "1767261600", nonce: "77"))&timestamp=1767261600&nonce=77"
         }
         let cases: [(String, String, [UInt8], [String: String], Int, String)] = [
-            ("WhatsApp forged signature", "/webhooks/whatsapp", valid,
-             ["X-Hub-Signature-256": WhatsApp.signature(body: valid, appSecret: "not-the-secret")], 401, "bad_signature"),
+            (
+                "WhatsApp forged signature", "/webhooks/whatsapp", valid,
+                ["X-Hub-Signature-256": WhatsApp.signature(body: valid, appSecret: "not-the-secret")], 401,
+                "bad_signature"
+            ),
             ("WhatsApp no signature", "/webhooks/whatsapp", valid, [:], 401, "bad_signature"),
-            ("WhatsApp signature of another body", "/webhooks/whatsapp", valid,
-             ["X-Hub-Signature-256": WhatsApp.signature(body: malformed, appSecret: secret)], 401, "bad_signature"),
-            ("WhatsApp malformed JSON", "/webhooks/whatsapp", malformed,
-             ["X-Hub-Signature-256": WhatsApp.signature(body: malformed, appSecret: secret)], 400, "malformed_body"),
-            ("WhatsApp oversized body", "/webhooks/whatsapp", oversized,
-             ["X-Hub-Signature-256": WhatsApp.signature(body: oversized, appSecret: secret)], 413, "body_too_large"),
+            (
+                "WhatsApp signature of another body", "/webhooks/whatsapp", valid,
+                ["X-Hub-Signature-256": WhatsApp.signature(body: malformed, appSecret: secret)], 401, "bad_signature"
+            ),
+            (
+                "WhatsApp malformed JSON", "/webhooks/whatsapp", malformed,
+                ["X-Hub-Signature-256": WhatsApp.signature(body: malformed, appSecret: secret)], 400, "malformed_body"
+            ),
+            (
+                "WhatsApp oversized body", "/webhooks/whatsapp", oversized,
+                ["X-Hub-Signature-256": WhatsApp.signature(body: oversized, appSecret: secret)], 413, "body_too_large"
+            ),
             ("Telegram no secret header", "/webhooks/telegram", telegramUpdate, [:], 401, "bad_secret"),
-            ("Telegram wrong secret", "/webhooks/telegram", telegramUpdate,
-             ["X-Telegram-Bot-Api-Secret-Token": "guess"], 401, "bad_secret"),
-            ("Telegram malformed JSON", "/webhooks/telegram", Array("{\"update_id\":".utf8),
-             ["X-Telegram-Bot-Api-Secret-Token": "sim-telegram-secret"], 400, "malformed_body"),
-            ("Telegram oversized body", "/webhooks/telegram", oversized,
-             ["X-Telegram-Bot-Api-Secret-Token": "sim-telegram-secret"], 413, "body_too_large"),
-            ("WeChat forged signature", "/webhooks/wechat" + wechatQuery("not-the-token"),
-             Array("<xml><ToUserName>a</ToUserName></xml>".utf8), [:], 401, "bad_signature"),
+            (
+                "Telegram wrong secret", "/webhooks/telegram", telegramUpdate,
+                ["X-Telegram-Bot-Api-Secret-Token": "guess"], 401, "bad_secret"
+            ),
+            (
+                "Telegram malformed JSON", "/webhooks/telegram", Array("{\"update_id\":".utf8),
+                ["X-Telegram-Bot-Api-Secret-Token": "sim-telegram-secret"], 400, "malformed_body"
+            ),
+            (
+                "Telegram oversized body", "/webhooks/telegram", oversized,
+                ["X-Telegram-Bot-Api-Secret-Token": "sim-telegram-secret"], 413, "body_too_large"
+            ),
+            (
+                "WeChat forged signature", "/webhooks/wechat" + wechatQuery("not-the-token"),
+                Array("<xml><ToUserName>a</ToUserName></xml>".utf8), [:], 401, "bad_signature"
+            ),
             ("WeChat no signature", "/webhooks/wechat", Array("<xml></xml>".utf8), [:], 401, "bad_signature"),
-            ("WeChat malformed XML", "/webhooks/wechat" + wechatQuery("sim-wechat-token"),
-             Array("<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName>".utf8), [:], 400, "malformed_body"),
-            ("WeChat XML missing fields", "/webhooks/wechat" + wechatQuery("sim-wechat-token"),
-             Array("<xml><MsgType>text</MsgType></xml>".utf8), [:], 400, "malformed_body"),
-            ("WeChat oversized body", "/webhooks/wechat" + wechatQuery("sim-wechat-token"), oversized, [:], 413,
-             "body_too_large"),
+            (
+                "WeChat malformed XML", "/webhooks/wechat" + wechatQuery("sim-wechat-token"),
+                Array("<xml><ToUserName><![CDATA[gh_1]]></ToUserName><FromUserName>".utf8), [:], 400, "malformed_body"
+            ),
+            (
+                "WeChat XML missing fields", "/webhooks/wechat" + wechatQuery("sim-wechat-token"),
+                Array("<xml><MsgType>text</MsgType></xml>".utf8), [:], 400, "malformed_body"
+            ),
+            (
+                "WeChat oversized body", "/webhooks/wechat" + wechatQuery("sim-wechat-token"), oversized, [:], 413,
+                "body_too_large"
+            ),
         ]
         for (name, path, body, headers, status, code) in cases {
             let (got, answer) = try await town.post(path, body: body, headers: headers)
@@ -309,12 +356,18 @@ struct SubscriptionTests {
             #expect(answer.contains("\"error\":\"\(code)\""), "\(name): \(answer)")
         }
         // Handshakes: the WhatsApp verify token and the WeChat echo.
-        #expect(try await town.get("/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=42").0 == 403)
         #expect(
-            try await town.get("/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=sim-whatsapp-verify-token&hub.challenge=42")
+            try await town.get("/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=42").0 == 403
+        )
+        #expect(
+            try await town.get(
+                "/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=sim-whatsapp-verify-token&hub.challenge=42")
                 == (200, "42")
         )
-        #expect(try await town.get("/webhooks/wechat" + wechatQuery("sim-wechat-token") + "&echostr=hello") == (200, "hello"))
+        #expect(
+            try await town.get("/webhooks/wechat" + wechatQuery("sim-wechat-token") + "&echostr=hello") == (
+                200, "hello"
+            ))
         #expect(try await town.get("/webhooks/wechat" + wechatQuery("wrong") + "&echostr=hello").0 == 401)
         // The admin API wants a token.
         #expect(try await town.get("/v1/stats").0 == 401)
@@ -323,7 +376,8 @@ struct SubscriptionTests {
         #expect(try await town.harness.ready(BanditoreTopology.registryCommands) == 0)
         // The same request, signed: accepted and published (so the checks above could have seen a publish).
         let accepted = try await town.post(
-            "/webhooks/whatsapp", body: valid, headers: ["X-Hub-Signature-256": WhatsApp.signature(body: valid, appSecret: secret)]
+            "/webhooks/whatsapp", body: valid,
+            headers: ["X-Hub-Signature-256": WhatsApp.signature(body: valid, appSecret: secret)]
         )
         #expect(accepted.0 == 200)
         let published = await eventually(timeout: .seconds(5)) {
@@ -341,10 +395,12 @@ struct SubscriptionTests {
         let town = try await Town.start("it_subs_replay", base: 50)
         let phone = "393470007777"
         let whatsapp = Array(
-            #"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"390610000000","phone_number_id":"1065403"},"messages":[{"from":"393470007777","id":"wamid.REPLAY1","timestamp":"1767261600","type":"text","text":{"body":"ATTIVA ISCRIZIONE"}}]}}]}]}"#.utf8
+            #"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"display_phone_number":"390610000000","phone_number_id":"1065403"},"messages":[{"from":"393470007777","id":"wamid.REPLAY1","timestamp":"1767261600","type":"text","text":{"body":"ATTIVA ISCRIZIONE"}}]}}]}]}"#
+                .utf8
         )
         let telegram = Array(
-            #"{"update_id":770001,"message":{"message_id":1,"from":{"id":7777,"is_bot":false,"first_name":"A","language_code":"en"},"chat":{"id":7777,"type":"private"},"date":1767261600,"text":"/start","entities":[{"offset":0,"length":6,"type":"bot_command"}]}}"#.utf8
+            #"{"update_id":770001,"message":{"message_id":1,"from":{"id":7777,"is_bot":false,"first_name":"A","language_code":"en"},"chat":{"id":7777,"type":"private"},"date":1767261600,"text":"/start","entities":[{"offset":0,"length":6,"type":"bot_command"}]}}"#
+                .utf8
         )
         let openID = "oREPLAY000000000000000007777"
         let wechat = Array(
@@ -355,11 +411,13 @@ struct SubscriptionTests {
         // they act once towards an address that does not count (the simulator itself answers 404).
         _ = try await town.harness.simCall(
             "POST", "/sim/citizens",
-            body: #"{"channel":"wechat","action":"subscribe","addresses":["\#(openID)"],"ingestURL":"\#(town.harness.simURL)"}"#
+            body:
+                #"{"channel":"wechat","action":"subscribe","addresses":["\#(openID)"],"ingestURL":"\#(town.harness.simURL)"}"#
         )
         _ = try await town.harness.simCall(
             "POST", "/sim/citizens",
-            body: #"{"channel":"whatsapp","action":"text","text":"ciao","addresses":["\#(phone)"],"ingestURL":"\#(town.harness.simURL)"}"#
+            body:
+                #"{"channel":"whatsapp","action":"text","text":"ciao","addresses":["\#(phone)"],"ingestURL":"\#(town.harness.simURL)"}"#
         )
         let wechatQuery =
             "?signature=\(WeChat.signature(token: "sim-wechat-token", timestamp: "1767261600", nonce: "5"))&timestamp=1767261600&nonce=5"
@@ -367,12 +425,15 @@ struct SubscriptionTests {
             #expect(
                 try await town.post(
                     "/webhooks/whatsapp", body: whatsapp,
-                    headers: ["X-Hub-Signature-256": WhatsApp.signature(body: whatsapp, appSecret: "sim-whatsapp-app-secret")]
+                    headers: [
+                        "X-Hub-Signature-256": WhatsApp.signature(body: whatsapp, appSecret: "sim-whatsapp-app-secret")
+                    ]
                 ).0 == 200
             )
             #expect(
                 try await town.post(
-                    "/webhooks/telegram", body: telegram, headers: ["X-Telegram-Bot-Api-Secret-Token": "sim-telegram-secret"]
+                    "/webhooks/telegram", body: telegram,
+                    headers: ["X-Telegram-Bot-Api-Secret-Token": "sim-telegram-secret"]
                 ).0 == 200
             )
             #expect(try await town.post("/webhooks/wechat" + wechatQuery, body: wechat).0 == (200))
@@ -392,7 +453,9 @@ struct SubscriptionTests {
         await town.stop()
     }
 
-    @Test("WhatsApp statuses reach the deliveries: delivered, and failed for a number that blocked us, which is deactivated")
+    @Test(
+        "WhatsApp statuses reach the deliveries: delivered, and failed for a number that blocked us, which is deactivated"
+    )
     func whatsappStatuses() async throws {
         let town = try await Town.start(
             "it_subs_statuses", base: 60, channels: [.whatsapp], simEnvironment: ["SIM_STATUS_WEBHOOKS": "true"]
@@ -543,7 +606,8 @@ struct SubscriptionTests {
         let commands = Self.metric(metrics, "banditore_registry_commands_total")
         let transactions = Self.metric(metrics, "banditore_registry_transactions_total")
         #expect(commands == 299, "\(metrics)")
-        #expect(transactions > 0 && transactions * 2 < commands, "\(transactions) transactions for \(commands) commands")
+        #expect(
+            transactions > 0 && transactions * 2 < commands, "\(transactions) transactions for \(commands) commands")
         #expect(Self.metric(metrics, "banditore_registry_poison_total") == 2)
         await town.stop()
     }
@@ -555,7 +619,8 @@ struct SubscriptionTests {
         return -1
     }
 
-    @Test("the broker stops: ingest answers 503 and publishes nothing; it comes back: the provider's retry goes through")
+    @Test(
+        "the broker stops: ingest answers 503 and publishes nothing; it comes back: the provider's retry goes through")
     func brokerDown() async throws {
         try await PrivateServer.with(.rabbitmq, portBase: 5796) { broker in
             try await Self.webhooksAcrossBrokerStop(broker)
@@ -571,7 +636,8 @@ struct SubscriptionTests {
         let ingest = try await harness.service("banditore-ingest", port: 18590, environment: environment)
         let registry = try await harness.service("banditore-registry", port: 18591, environment: environment)
         let body = Array(
-            #"{"update_id":880001,"message":{"message_id":1,"from":{"id":8888,"is_bot":false,"first_name":"A"},"chat":{"id":8888,"type":"private"},"date":1767261600,"text":"/start","entities":[{"offset":0,"length":6,"type":"bot_command"}]}}"#.utf8
+            #"{"update_id":880001,"message":{"message_id":1,"from":{"id":8888,"is_bot":false,"first_name":"A"},"chat":{"id":8888,"type":"private"},"date":1767261600,"text":"/start","entities":[{"offset":0,"length":6,"type":"bot_command"}]}}"#
+                .utf8
         )
         func post() async throws -> (Int, String, String?) {
             var request = URLRequest(url: URL(string: "http://127.0.0.1:\(ingest.port)/webhooks/telegram")!)
@@ -580,7 +646,10 @@ struct SubscriptionTests {
             request.setValue("sim-telegram-secret", forHTTPHeaderField: "X-Telegram-Bot-Api-Secret-Token")
             let (data, response) = try await URLSession.shared.data(for: request)
             let http = response as? HTTPURLResponse
-            return (http?.statusCode ?? 0, String(decoding: data, as: UTF8.self), http?.value(forHTTPHeaderField: "Retry-After"))
+            return (
+                http?.statusCode ?? 0, String(decoding: data, as: UTF8.self),
+                http?.value(forHTTPHeaderField: "Retry-After")
+            )
         }
         try await broker.stop()
         let refused = await eventually(timeout: .seconds(10)) { (try? await post())?.0 == 503 }
@@ -606,7 +675,8 @@ struct SubscriptionTests {
         // The reply waits in the Telegram replies queue (no dispatcher here): exactly one.
         let replies = await eventually(timeout: .seconds(10)) {
             let connection = try? await AMQPConnection.connect(url: broker.url, logger: harness.logger)
-            let count = try? await connection?.inspectQueue(BanditoreTopology.dispatchQueue(.telegram, .reply)).messageCount
+            let count = try? await connection?.inspectQueue(BanditoreTopology.dispatchQueue(.telegram, .reply))
+                .messageCount
             await connection?.close()
             return count == 1
         }

@@ -8,7 +8,9 @@ import Testing
 /// timeout. Where the provider drops a repeated request (WeChat's `client_msg_id`), the retries deliver nothing twice.
 @Suite("A send whose answer comes too late is retried without a second delivery where the provider allows it")
 struct UnknownOutcomeTests {
-    @Test("WeChat answers every template send after the dispatcher's timeout: each recipient once, unknown outcomes counted and logged, last_error cleared")
+    @Test(
+        "WeChat answers every template send after the dispatcher's timeout: each recipient once, unknown outcomes counted and logged, last_error cleared"
+    )
     func wechatLateAnswers() async throws {
         let harness = try await DispatchHarness.make(
             "it_dispatch_late", simPort: 19395,
@@ -34,9 +36,12 @@ struct UnknownOutcomeTests {
                 harness.database, channel: .wechat, addresses: (0..<100).map { DeliveryFixtures.address(.wechat, $0) },
                 bulletinID: bulletin
             )
-            try await DeliveryFixtures.publishJobs(harness.amqp, channel: .wechat, recipients: recipients, bulletinID: bulletin)
+            try await DeliveryFixtures.publishJobs(
+                harness.amqp, channel: .wechat, recipients: recipients, bulletinID: bulletin)
             // Every first attempt is taken by the provider and answered too late.
-            let taken = await eventually(timeout: .seconds(60)) { (try? await harness.channelStats(.wechat).accepted) == 100 }
+            let taken = await eventually(timeout: .seconds(60)) {
+                (try? await harness.channelStats(.wechat).accepted) == 100
+            }
             let seen = try await harness.channelStats(.wechat)
             #expect(taken, "\(seen)")
             try await harness.simSettings(#"{"wechat":{"lateRate":0}}"#)
