@@ -67,9 +67,15 @@ let package = Package(
 
         // MARK: Libraries
         .target(
+            name: "BanditoreConcurrency",
+            dependencies: [.product(name: "DequeModule", package: "swift-collections")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
             name: "BanditoreAMQP",
             dependencies: [
                 "CRabbitMQ",
+                "BanditoreConcurrency",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -80,6 +86,7 @@ let package = Package(
             name: "BanditorePostgres",
             dependencies: [
                 "CLibPQ",
+                "BanditoreConcurrency",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -145,6 +152,7 @@ let package = Package(
             name: "BanditoreDispatch",
             dependencies: [
                 "BanditoreAMQP",
+                "BanditoreConcurrency",
                 "BanditoreChannels",
                 "BanditoreCore",
                 "BanditorePostgres",
@@ -229,7 +237,6 @@ let package = Package(
         .executableTarget(
             name: "banditore",
             dependencies: runtimeDependencies + [
-                "BanditoreDispatch",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Configuration", package: "swift-configuration"),
             ],
@@ -249,6 +256,11 @@ let package = Package(
         ),
 
         // MARK: Tests
+        .testTarget(
+            name: "BanditoreConcurrencyTests",
+            dependencies: ["BanditoreConcurrency"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "BanditoreAMQPTests",
             dependencies: ["BanditoreAMQP", "BanditoreTesting"],

@@ -1,3 +1,4 @@
+import BanditoreConcurrency
 import CRabbitMQ
 import DequeModule
 import Synchronization
@@ -38,7 +39,7 @@ final class ConnectionCore: Sendable {
         var connected = false
         var closed = false
         var inFlight = 0
-        var roomWaiters: Deque<CheckedContinuation<Void, Never>> = []
+        var roomWaiters = WaiterQueue<Void>()
         var nextConsumerID = 1
     }
 
@@ -114,13 +115,12 @@ final class ConnectionCore: Sendable {
 
     /// Marks the connection closed and returns the commands that will never run.
     func markClosed() -> [Command] {
-        let (left, waiters) = shared.withLock { state -> ([Command], [CheckedContinuation<Void, Never>]) in
+        let (left, waiters) = shared.withLock { state -> ([Command], [WaiterQueue<Void>.Continuation]) in
             state.closed = true
             state.connected = false
             let left = Array(state.commands)
             state.commands.removeAll()
-            let waiters = Array(state.roomWaiters)
-            state.roomWaiters.removeAll()
+            let waiters = state.roomWaiters.removeAll()
             return (left, waiters)
         }
         for waiter in waiters { waiter.resume() }
@@ -165,7 +165,7 @@ final class ConnectionCore: Sendable {
                 }
                 return
             case .refused(let error): throw error
-            case .full: await waitForRoom()
+            case .full: try await waitForRoom()
             }
         }
     }
@@ -176,29 +176,31 @@ final class ConnectionCore: Sendable {
             switch shared.withLock({ admit(&$0) }) {
             case .admitted: return
             case .refused(let error): throw error
-            case .full: await waitForRoom()
+            case .full: try await waitForRoom()
             }
         }
     }
 
     /// Returns once fewer than `maxUnconfirmed` publishes are unconfirmed (or the connection closed).
-    private func waitForRoom() async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+    private func waitForRoom() async throws {
+        try await WaiterQueue<Void>.wait { ticket, continuation in
             let resumeNow = shared.withLock { state -> Bool in
                 if state.closed || state.inFlight < maxUnconfirmed { return true }
-                state.roomWaiters.append(continuation)
+                state.roomWaiters.append(continuation, ticket: ticket)
                 return false
             }
             if resumeNow { continuation.resume() }
+        } leave: { ticket in
+            self.shared.withLock { $0.roomWaiters.remove(ticket) }
         }
     }
 
     /// Gives back `count` slots, waking as many waiters.
     func releaseSlots(_ count: Int) {
         guard count > 0 else { return }
-        let waiters = shared.withLock { state -> [CheckedContinuation<Void, Never>] in
+        let waiters = shared.withLock { state -> [WaiterQueue<Void>.Continuation] in
             state.inFlight -= count
-            var woken: [CheckedContinuation<Void, Never>] = []
+            var woken: [WaiterQueue<Void>.Continuation] = []
             while woken.count < count, let waiter = state.roomWaiters.popFirst() { woken.append(waiter) }
             return woken
         }

@@ -292,7 +292,11 @@ public final class Dispatcher: Service, Sendable {
                     next += 1
                     continue
                 }
-                await inFlight.acquire(rank: rank)
+                do {
+                    try await inFlight.acquire(rank: rank)
+                } catch {
+                    break  // cancelled: the rest is handed back below
+                }
                 // A database slower than the sends: wait for it rather than run ahead of what it records.
                 await writer.room()
                 if stopping.load(ordering: .relaxed) {

@@ -1,4 +1,4 @@
-import DequeModule
+import BanditoreConcurrency
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -39,7 +39,7 @@ final class HTTP1Pool: Sendable {
     private struct State {
         var idle: [(channel: any Channel, since: NIODeadline)] = []
         var open = 0
-        var waiters: Deque<CheckedContinuation<Lease, any Error>> = []
+        var waiters = WaiterQueue<Lease>()
         var closed = false
     }
 
@@ -150,11 +150,8 @@ final class HTTP1Pool: Sendable {
     func shutdown() {
         let (idle, waiters) = state.withLock { state in
             state.closed = true
-            defer {
-                state.idle.removeAll()
-                state.waiters.removeAll()
-            }
-            return (state.idle, state.waiters)
+            defer { state.idle.removeAll() }
+            return (state.idle, state.waiters.removeAll())
         }
         for (channel, _) in idle { channel.close(promise: nil) }
         for waiter in waiters { waiter.resume(throwing: HTTP1PoolError.shutDown) }
@@ -186,13 +183,15 @@ final class HTTP1Pool: Sendable {
             case .create:
                 return (try await connect(), false)
             case nil:
-                let granted = try await withCheckedThrowingContinuation { continuation in
+                let granted = try await WaiterQueue<Lease>.wait { ticket, continuation in
                     let closed = state.withLock { state in
                         if state.closed { return true }
-                        state.waiters.append(continuation)
+                        state.waiters.append(continuation, ticket: ticket)
                         return false
                     }
                     if closed { continuation.resume(throwing: HTTP1PoolError.shutDown) }
+                } leave: { ticket in
+                    self.state.withLock { $0.waiters.remove(ticket) }
                 }
                 switch granted {
                 case .connection(let channel) where channel.isActive:
@@ -256,7 +255,7 @@ final class HTTP1Pool: Sendable {
     /// closed and its slot handed to a waiter (who opens a new one) or freed.
     private func release(_ channel: (any Channel)?, reusable: Bool) {
         let keep = reusable && channel?.isActive == true
-        let (waiter, grant, close) = state.withLock { state -> (CheckedContinuation<Lease, any Error>?, Lease?, Bool) in
+        let (waiter, grant, close) = state.withLock { state -> (WaiterQueue<Lease>.Continuation?, Lease?, Bool) in
             if let waiter = state.waiters.popFirst() {
                 if keep, let channel { return (waiter, .connection(channel), false) }
                 return (waiter, .create, true)

@@ -1,4 +1,4 @@
-import DequeModule
+import BanditoreConcurrency
 import Logging
 import ServiceLifecycle
 import Synchronization
@@ -12,7 +12,8 @@ public final class PostgresClient: Sendable, Service {
     private struct State {
         var idle: [PostgresConnection] = []
         var open = 0
-        var waiters: Deque<CheckedContinuation<PostgresConnection?, any Error>> = []
+        /// Callers waiting for a connection: handed one that came back, or nil when a slot was freed (they open one).
+        var waiters = WaiterQueue<PostgresConnection?>()
         var closed = false
     }
 
@@ -78,11 +79,8 @@ public final class PostgresClient: Sendable, Service {
     public func close() async {
         let (idle, waiters) = state.withLock { state in
             state.closed = true
-            defer {
-                state.idle.removeAll()
-                state.waiters.removeAll()
-            }
-            return (state.idle, state.waiters)
+            defer { state.idle.removeAll() }
+            return (state.idle, state.waiters.removeAll())
         }
         for waiter in waiters { waiter.resume(throwing: PostgresError(.closed)) }
         for connection in idle { await connection.close() }
@@ -124,14 +122,15 @@ public final class PostgresClient: Sendable, Service {
                     throw error
                 }
             case .wait:
-                let handed = try await withCheckedThrowingContinuation {
-                    (continuation: CheckedContinuation<PostgresConnection?, any Error>) in
+                let handed = try await WaiterQueue<PostgresConnection?>.wait { ticket, continuation in
                     let closed = state.withLock { state -> Bool in
                         if state.closed { return true }
-                        state.waiters.append(continuation)
+                        state.waiters.append(continuation, ticket: ticket)
                         return false
                     }
                     if closed { continuation.resume(throwing: PostgresError(.closed)) }
+                } leave: { ticket in
+                    self.state.withLock { $0.waiters.remove(ticket) }
                 }
                 if let handed {
                     if await handed.ensureAlive() { return handed }
@@ -147,7 +146,7 @@ public final class PostgresClient: Sendable, Service {
             await discard(connection)
             return
         }
-        let (waiter, closed) = state.withLock { state -> (CheckedContinuation<PostgresConnection?, any Error>?, Bool) in
+        let (waiter, closed) = state.withLock { state -> (WaiterQueue<PostgresConnection?>.Continuation?, Bool) in
             if state.closed { return (nil, true) }
             if let waiter = state.waiters.popFirst() { return (waiter, false) }
             state.idle.append(connection)
@@ -166,7 +165,7 @@ public final class PostgresClient: Sendable, Service {
     }
 
     private func slotFreed() {
-        let waiter = state.withLock { state -> CheckedContinuation<PostgresConnection?, any Error>? in
+        let waiter = state.withLock { state -> WaiterQueue<PostgresConnection?>.Continuation? in
             state.open -= 1
             return state.waiters.popFirst()
         }

@@ -1,7 +1,6 @@
 import ArgumentParser
 import BanditoreAMQP
 import BanditoreCore
-import BanditoreDispatch
 import BanditorePostgres
 import BanditoreRuntime
 import BanditoreStore

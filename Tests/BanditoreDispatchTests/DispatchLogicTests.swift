@@ -127,29 +127,54 @@ struct DispatchLogicTests {
     @Test("the in-flight bound gives a free place to the highest rank waiting")
     func semaphoreRanks() async throws {
         let semaphore = AsyncSemaphore(limit: 1)
-        await semaphore.acquire()
+        try await semaphore.acquire()
         let order = Order()
         let normal = Task {
-            await semaphore.acquire(rank: .normal)
+            try await semaphore.acquire(rank: .normal)
             await order.add("normal")
             semaphore.release()
         }
         try await Task.sleep(for: .milliseconds(50))
         let reply = Task {
-            await semaphore.acquire(rank: .reply)
+            try await semaphore.acquire(rank: .reply)
             await order.add("reply")
             semaphore.release()
         }
         try await Task.sleep(for: .milliseconds(50))
         let urgent = Task {
-            await semaphore.acquire(rank: .urgent)
+            try await semaphore.acquire(rank: .urgent)
             await order.add("urgent")
             semaphore.release()
         }
         try await Task.sleep(for: .milliseconds(50))
         semaphore.release()
-        _ = await (normal.value, reply.value, urgent.value)
+        _ = try await (normal.value, reply.value, urgent.value)
         #expect(await order.items == ["urgent", "reply", "normal"])
+    }
+
+    @Test("the in-flight bound: a waiter cancelled leaves the queue at once, and the place goes to the next")
+    func semaphoreCancellation() async throws {
+        let semaphore = AsyncSemaphore(limit: 1)
+        try await semaphore.acquire()
+        let cancelled = Task { try await semaphore.acquire(rank: .urgent) }
+        let next = Task {
+            try await Task.sleep(for: .milliseconds(30))
+            try await semaphore.acquire(rank: .normal)
+            return "acquired"
+        }
+        try await Task.sleep(for: .milliseconds(10))
+        cancelled.cancel()
+        await #expect(throws: CancellationError.self) { try await cancelled.value }
+        semaphore.release()
+        #expect(try await next.value == "acquired")
+        // Cancelled before it asks: it does not wait at all, and takes nothing.
+        let early = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            try await semaphore.acquire()
+        }
+        await #expect(throws: CancellationError.self) { try await early.value }
+        semaphore.release()
+        try await semaphore.acquire()  // the one place is free again
     }
 
     actor Order {
@@ -208,7 +233,7 @@ struct DispatchLogicTests {
         await withTaskGroup { group in
             for _ in 0..<30 {
                 group.addTask {
-                    await semaphore.acquire()
+                    try? await semaphore.acquire()
                     await counter.enter()
                     try? await Task.sleep(for: .milliseconds(5))
                     await counter.leave()

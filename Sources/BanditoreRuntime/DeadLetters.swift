@@ -1,7 +1,6 @@
 import BanditoreAMQP
 import BanditoreCore
 import BanditorePostgres
-import BanditoreRuntime
 import Foundation
 import Logging
 
