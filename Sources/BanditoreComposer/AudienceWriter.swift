@@ -144,7 +144,7 @@ extension Composer {
     }
 
     /// Reserves `count` consecutive delivery ids; returns the first.
-    private static func reserve(_ count: Int, on connection: PostgresConnection) async throws -> Int64 {
+    private static func reserve(_ count: Int, on connection: DatabaseConnection) async throws -> Int64 {
         try await connection.query("SELECT reserve_delivery_ids(\(Int64(count)))").rows[0].decode(Int64.self, at: 0)
     }
 
@@ -153,7 +153,7 @@ extension Composer {
     /// (having written nothing) when the bulletin is no longer `sending` or the block before it stopped.
     private static func write(
         _ rows: [AudienceRow], of bulletin: UUID, first: Int64, confirmed: Int64,
-        after previous: Task<BlockWrite.Outcome, any Error>?, on connection: PostgresConnection
+        after previous: Task<BlockWrite.Outcome, any Error>?, on connection: DatabaseConnection
     ) async throws -> Int64? {
         let last = first + Int64(rows.count) - 1
         do {

@@ -50,7 +50,7 @@ public final class Composer: Service, Sendable {
 
     let configuration: Configuration
     let amqp: AMQPConnection
-    let database: PostgresClient
+    let database: DatabasePool
     let logger: Logger
     private let poison = Counter(label: "banditore_composer_poison_total")
     let failures = Counter(label: "banditore_composer_failures_total")
@@ -59,7 +59,7 @@ public final class Composer: Service, Sendable {
     private let jobsPublished = Counter(label: "banditore_composer_jobs_total")
     private let deliveriesQueued = Counter(label: "banditore_composer_deliveries_total")
 
-    public init(configuration: Configuration, amqp: AMQPConnection, database: PostgresClient, logger: Logger) {
+    public init(configuration: Configuration, amqp: AMQPConnection, database: DatabasePool, logger: Logger) {
         self.configuration = configuration
         self.amqp = amqp
         self.database = database

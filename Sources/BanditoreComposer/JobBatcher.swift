@@ -13,7 +13,7 @@ final class JobBatcher {
     let bulletin: StoredBulletin
     let messages: [Channel: [Language: RenderedMessage]]
     let amqp: AMQPConnection
-    let database: PostgresClient
+    let database: DatabasePool
     private var chunks: JobChunks
     private(set) var jobs = 0
 
@@ -23,7 +23,7 @@ final class JobBatcher {
 
     init(
         bulletin: StoredBulletin, messages: [Channel: [Language: RenderedMessage]], chunk: Int, amqp: AMQPConnection,
-        database: PostgresClient
+        database: DatabasePool
     ) {
         self.bulletin = bulletin
         self.messages = messages

@@ -12,11 +12,11 @@ final class BulletinCancellations: Sendable {
         var cancelled: Bool
     }
 
-    private let database: PostgresClient
+    private let database: DatabasePool
     private let refresh: Duration
     private let cache = Mutex<[UUID: Entry]>([:])
 
-    init(database: PostgresClient, refresh: Duration = .milliseconds(250)) {
+    init(database: DatabasePool, refresh: Duration = .milliseconds(250)) {
         self.database = database
         self.refresh = refresh
     }

@@ -91,7 +91,7 @@ public final class Dispatcher: Service, Sendable {
     public let configuration: Configuration
     private let sender: any ChannelSender
     private let amqp: AMQPConnection
-    private let database: PostgresClient
+    private let database: DatabasePool
     private let rateLimiter: SharedRateLimiter
     /// Telegram's paid broadcast limit, for urgent sends when the town enables it.
     private let paidRateLimiter: SharedRateLimiter?
@@ -113,7 +113,7 @@ public final class Dispatcher: Service, Sendable {
     private let claimed = Mutex<Set<Int64>>([])
 
     public init(
-        configuration: Configuration, sender: any ChannelSender, amqp: AMQPConnection, database: PostgresClient,
+        configuration: Configuration, sender: any ChannelSender, amqp: AMQPConnection, database: DatabasePool,
         rateLimiter: SharedRateLimiter, paidRateLimiter: SharedRateLimiter? = nil, logger: Logger
     ) {
         self.configuration = configuration

@@ -10,7 +10,7 @@ import Logging
 public actor ProviderTokenStore {
     public let account: String
     private let fetch: @Sendable () async throws -> WeChat.AccessToken
-    private let database: PostgresClient
+    private let database: DatabasePool
     private let logger: Logger
     private var cached: (token: String, validUntil: Date)?
     private var renewal: Task<String, any Error>?
@@ -19,7 +19,7 @@ public actor ProviderTokenStore {
     ///   - account: the row's key, e.g. `wechat:<appid>`.
     ///   - fetch: asks the provider for a new token.
     public init(
-        account: String, database: PostgresClient, logger: Logger,
+        account: String, database: DatabasePool, logger: Logger,
         fetch: @escaping @Sendable () async throws -> WeChat.AccessToken
     ) {
         self.account = account
@@ -30,7 +30,7 @@ public actor ProviderTokenStore {
 
     /// Fetches WeChat tokens with `GET /cgi-bin/token`.
     public static func wechat(
-        appID: String, appSecret: String, http: ProviderHTTP, database: PostgresClient, logger: Logger
+        appID: String, appSecret: String, http: ProviderHTTP, database: DatabasePool, logger: Logger
     ) -> ProviderTokenStore {
         ProviderTokenStore(account: "wechat:\(appID)", database: database, logger: logger) {
             let (status, body) = try await http.perform(WeChat.tokenRequest(appID: appID, secret: appSecret))

@@ -40,7 +40,7 @@ public actor SharedRateLimiter {
     }
 
     public nonisolated let configuration: Configuration
-    private let database: PostgresClient
+    private let database: DatabasePool
     private let logger: Logger
     private let clock = ContinuousClock()
     /// Leased slots not used yet, earliest first.
@@ -67,7 +67,7 @@ public actor SharedRateLimiter {
     /// Slots before this instant belong to the schedule before the provider's flood signal.
     private var pausedUntil: ContinuousClock.Instant?
 
-    public init(configuration: Configuration, database: PostgresClient, logger: Logger) {
+    public init(configuration: Configuration, database: DatabasePool, logger: Logger) {
         self.configuration = configuration
         self.database = database
         self.logger = logger

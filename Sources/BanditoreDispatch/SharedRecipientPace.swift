@@ -24,10 +24,10 @@ final class SharedRecipientPace: Sendable {
     let hold: Duration
     /// The least time from an answer to the next message to the same address.
     let interval: Duration
-    private let database: PostgresClient
+    private let database: DatabasePool
     private let state = Mutex(State())
 
-    init(channel: String, hold: Duration, interval: Duration, database: PostgresClient) {
+    init(channel: String, hold: Duration, interval: Duration, database: DatabasePool) {
         self.channel = channel
         self.hold = hold
         self.interval = interval

@@ -41,7 +41,7 @@ final class StatusWriter: Sendable {
 
     private let state = Mutex(State())
     private let channel: String
-    private let database: PostgresClient
+    private let database: DatabasePool
     private let interval: Duration
     /// Outcomes added and not committed at which ``room()`` waits.
     let maxUnrecorded: Int
@@ -49,7 +49,7 @@ final class StatusWriter: Sendable {
     let onCommit: @Sendable (Int) -> Void
 
     init(
-        channel: String, database: PostgresClient, interval: Duration, maxUnrecorded: Int = 1_000, logger: Logger,
+        channel: String, database: DatabasePool, interval: Duration, maxUnrecorded: Int = 1_000, logger: Logger,
         onCommit: @escaping @Sendable (Int) -> Void = { _ in }
     ) {
         self.channel = channel

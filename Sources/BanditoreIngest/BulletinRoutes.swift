@@ -17,7 +17,7 @@ import Logging
 /// refused.
 struct BulletinRoutes: Sendable {
     let tokens: AdminTokens
-    let database: PostgresClient
+    let database: DatabasePool
     let relay: OutboxRelay
     let templates: BulletinTemplates
     let maxBodyBytes: Int
@@ -209,7 +209,7 @@ struct BulletinRoutes: Sendable {
         var channel_posts: [ChannelPostStatus]
     }
 
-    private func view(_ id: UUID, on connection: PostgresConnection) async throws -> BulletinView? {
+    private func view(_ id: UUID, on connection: DatabaseConnection) async throws -> BulletinView? {
         guard let bulletin = try await Bulletins.load(id, on: connection) else { return nil }
         let content = bulletin.content
         return BulletinView(

@@ -85,7 +85,7 @@ public struct AdminTokens: Sendable {
 /// The admin API's `/v1/stats` (the bulletins are in ``BulletinRoutes``).
 struct AdminRoutes: Sendable {
     let tokens: AdminTokens
-    let database: PostgresClient
+    let database: DatabasePool
 
     func add(to router: Router<BasicRequestContext>) {
         router.get("v1/stats") { request, _ -> Response in

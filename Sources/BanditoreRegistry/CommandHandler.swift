@@ -39,7 +39,7 @@ public struct CommandHandler: Sendable {
     /// Applies a batch of commands in order, inside the caller's transaction: reads ahead for all of them
     /// (``prefetch(_:on:)``), applies each, and writes their replies to the outbox in one statement. Returns an
     /// outcome per command, in order.
-    public func apply(batch commands: [CitizenCommand], on connection: PostgresConnection) async throws -> [Outcome] {
+    public func apply(batch commands: [CitizenCommand], on connection: DatabaseConnection) async throws -> [Outcome] {
         let prefetched = try await prefetch(commands, on: connection)
         var outcomes: [Outcome] = []
         outcomes.reserveCapacity(commands.count)
@@ -51,12 +51,12 @@ public struct CommandHandler: Sendable {
     }
 
     /// Applies one command, inside the caller's transaction, reply written.
-    public func apply(_ command: CitizenCommand, on connection: PostgresConnection) async throws -> Outcome {
+    public func apply(_ command: CitizenCommand, on connection: DatabaseConnection) async throws -> Outcome {
         try await apply(batch: [command], on: connection)[0]
     }
 
     /// Writes the outcomes' pending replies to the outbox, in one statement.
-    func addReplies(_ outcomes: inout [Outcome], on connection: PostgresConnection) async throws {
+    func addReplies(_ outcomes: inout [Outcome], on connection: DatabaseConnection) async throws {
         let pending = outcomes.indices.filter { outcomes[$0].pendingReply != nil }
         guard !pending.isEmpty else { return }
         let written = try await Outbox.add(pending.map { outcomes[$0].pendingReply! }, on: connection)
@@ -82,7 +82,7 @@ public struct CommandHandler: Sendable {
     /// citizen's first command in the batch is taken (the later ones must see what the earlier ones did), and only
     /// the first command with a given provider id; the others are left to `apply`, which reads for itself. Keyed by
     /// index in `commands`.
-    func prefetch(_ commands: [CitizenCommand], on connection: PostgresConnection) async throws -> [Int: Prefetched] {
+    func prefetch(_ commands: [CitizenCommand], on connection: DatabaseConnection) async throws -> [Int: Prefetched] {
         func messageKey(_ channel: String, _ id: String) -> String { "\(channel)|\(id)" }
         var taken: [Int] = []
         var citizens = Set<String>()
@@ -162,7 +162,7 @@ public struct CommandHandler: Sendable {
     /// Applies `command` on `connection`, inside the caller's transaction, its reply left pending
     /// (``addReplies(_:on:)``); `prefetched` is what ``prefetch(_:on:)`` took for it in the same transaction, if
     /// anything.
-    func apply(_ command: CitizenCommand, on connection: PostgresConnection, prefetched: Prefetched?) async throws
+    func apply(_ command: CitizenCommand, on connection: DatabaseConnection, prefetched: Prefetched?) async throws
         -> Outcome
     {
         var outcome = Outcome(citizen: CitizenKey.of(channel: command.channel, address: command.address))
@@ -247,7 +247,7 @@ public struct CommandHandler: Sendable {
     /// only before `delivered`), never back; an address refused for good is deactivated. Returns the report when
     /// it was kept for a send not recorded yet.
     private func applyReport(
-        _ command: CitizenCommand, on connection: PostgresConnection
+        _ command: CitizenCommand, on connection: DatabaseConnection
     ) async throws -> (channel: String, providerMessageID: String)? {
         guard let report = command.report else { return nil }
         let error = report.errorCode.map { "\($0) \(report.errorTitle ?? "")".trimmingCharacters(in: .whitespaces) }

@@ -41,7 +41,7 @@ public final class Registry: Service, Sendable {
 
     private let configuration: Configuration
     private let amqp: AMQPConnection
-    private let database: PostgresClient
+    private let database: DatabasePool
     private let relay: OutboxRelay
     private let handler: CommandHandler
     private let logger: Logger
@@ -54,7 +54,7 @@ public final class Registry: Service, Sendable {
     private let transactions = Counter(label: "banditore_registry_transactions_total")
 
     public init(
-        configuration: Configuration, amqp: AMQPConnection, database: PostgresClient, relay: OutboxRelay,
+        configuration: Configuration, amqp: AMQPConnection, database: DatabasePool, relay: OutboxRelay,
         logger: Logger
     ) {
         self.configuration = configuration
@@ -208,7 +208,7 @@ public final class Registry: Service, Sendable {
     /// passing reason (the connection, a deadlock or serialisation failure, a shutdown, a race on a unique key
     /// with another replica), so that trying it again cannot help.
     static func refusedForGood(_ error: any Error) -> Bool {
-        guard let error = error as? PostgresError, error.code == .server, let state = error.sqlState else {
+        guard let error = error as? DatabaseError, error.code == .server, let state = error.sqlState else {
             return false
         }
         let passing = ["08", "40", "53", "57", "58", "55P03", "23505"]

@@ -12,7 +12,7 @@ public final class TopicCatalogue: Sendable {
         self.lifetime = lifetime
     }
 
-    public func all(_ connection: PostgresConnection) async throws -> [TopicInfo] {
+    public func all(_ connection: DatabaseConnection) async throws -> [TopicInfo] {
         if let cached = cache.withLock({ $0 }), ContinuousClock.now - cached.at < lifetime { return cached.topics }
         let topics = try await Topics.load(on: connection)
         cache.withLock { $0 = (ContinuousClock.now, topics) }

@@ -45,7 +45,7 @@ public enum DeadLetters {
     /// Replays up to `limit` letters: each job goes back to `banditore.deliveries` (confirmed) with attempt 0, its
     /// failed deliveries are set `queued` again, and then the letter is removed.
     public static func replay(
-        _ channel: Channel, amqpURL: String, database: PostgresClient, limit: Int, logger: Logger
+        _ channel: Channel, amqpURL: String, database: DatabasePool, limit: Int, logger: Logger
     ) async throws -> ReplayReport {
         var report = ReplayReport()
         let connection = try await AMQPConnection.connect(url: amqpURL, logger: logger)

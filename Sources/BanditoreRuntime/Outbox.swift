@@ -38,7 +38,7 @@ public enum Outbox {
     /// Adds `value` as a message; returns it ready to publish once the transaction has committed.
     public static func add(
         encoding value: some Encodable, type: String, messageID: String, exchange: String, routingKey: String,
-        on connection: PostgresConnection
+        on connection: DatabaseConnection
     ) async throws -> OutboxMessage {
         let entry = try Entry(
             encoding: value, type: type, messageID: messageID, exchange: exchange, routingKey: routingKey)
@@ -47,7 +47,7 @@ public enum Outbox {
 
     /// Adds messages in one statement; returns them in the order given, ready to publish once the transaction has
     /// committed. A message id already in the outbox (or twice in `entries`) keeps its first row.
-    public static func add(_ entries: [Entry], on connection: PostgresConnection) async throws -> [OutboxMessage] {
+    public static func add(_ entries: [Entry], on connection: DatabaseConnection) async throws -> [OutboxMessage] {
         guard !entries.isEmpty else { return [] }
         var seen = Set<String>()
         let unique = entries.filter { seen.insert($0.messageID).inserted }
@@ -56,7 +56,7 @@ public enum Outbox {
             INSERT INTO outbox (exchange, routing_key, message_id, message_type, body)
             SELECT * FROM unnest(\(unique.map(\.exchange))::text[], \(unique.map(\.routingKey))::text[],
                                  \(unique.map(\.messageID))::text[], \(unique.map(\.type))::text[],
-                                 \(unique.map { PostgresBytes($0.body) })::bytea[])
+                                 \(unique.map { SQLBytes($0.body) })::bytea[])
             ON CONFLICT (message_id) DO UPDATE SET message_id = EXCLUDED.message_id
             RETURNING id, message_id
             """
@@ -68,7 +68,7 @@ public enum Outbox {
         }
         return try entries.map { entry in
             guard let id = ids[entry.messageID] else {
-                throw PostgresError(.decoding, message: "the outbox returned no row for message \(entry.messageID)")
+                throw DatabaseError(.decoding, message: "the outbox returned no row for message \(entry.messageID)")
             }
             return OutboxMessage(
                 id: id, exchange: entry.exchange, routingKey: entry.routingKey,
@@ -89,7 +89,7 @@ public struct OutboxMessage: Sendable {
 /// Publishes outbox rows: at once after a commit, and in a sweep of rows older than `sweepAge`.
 public final class OutboxRelay: Service, Sendable {
     private let amqp: AMQPConnection
-    private let database: PostgresClient
+    private let database: DatabasePool
     private let logger: Logger
     private let sweepInterval: Duration
     private let sweepAge: Duration
@@ -97,7 +97,7 @@ public final class OutboxRelay: Service, Sendable {
     private let pruneInterval: Duration
 
     public init(
-        amqp: AMQPConnection, database: PostgresClient, logger: Logger, sweepInterval: Duration = .seconds(2),
+        amqp: AMQPConnection, database: DatabasePool, logger: Logger, sweepInterval: Duration = .seconds(2),
         sweepAge: Duration = .seconds(5), retention: Duration = .seconds(7 * 24 * 3600),
         pruneInterval: Duration = .seconds(600)
     ) {
@@ -177,7 +177,7 @@ public final class OutboxRelay: Service, Sendable {
     }
 
     @discardableResult
-    private func publishRows(_ select: PostgresQuery) async throws -> Int {
+    private func publishRows(_ select: SQLQuery) async throws -> Int {
         try await database.withTransaction { connection in
             let rows = try await connection.query(select).rows
             guard !rows.isEmpty else { return 0 }
@@ -185,7 +185,7 @@ public final class OutboxRelay: Service, Sendable {
             try await withThrowingTaskGroup(of: Int64.self) { group in
                 for row in rows {
                     let (id, exchange, routingKey, messageID, type, body) = try row.decode(
-                        Int64.self, String.self, String.self, String.self, String.self, PostgresBytes.self
+                        Int64.self, String.self, String.self, String.self, String.self, SQLBytes.self
                     )
                     let amqp = self.amqp
                     group.addTask {

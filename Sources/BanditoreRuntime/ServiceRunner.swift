@@ -42,7 +42,7 @@ public struct ServiceContext: Sendable {
     public let reader: ConfigReader
     public let logger: Logger
     public let amqp: AMQPConnection?
-    public let database: PostgresClient?
+    public let database: DatabasePool?
     public let metrics: PrometheusCollectorRegistry
 }
 
@@ -125,10 +125,10 @@ public enum ServiceRunner {
             amqp = connection
             services.append(connection)
         }
-        var database: PostgresClient?
+        var database: DatabasePool?
         if description.usesDatabase {
-            let client = PostgresClient(
-                configuration: try PostgresConfiguration(
+            let client = DatabasePool(
+                configuration: try DatabaseConfiguration(
                     url: configuration.databaseURL, maxConnections: configuration.databaseMaxConnections,
                     applicationName: description.name
                 ),
@@ -200,11 +200,11 @@ public enum ServiceRunner {
         }
     }
 
-    private static func waitForDatabase(_ client: PostgresClient, logger: Logger) async throws {
+    private static func waitForDatabase(_ client: DatabasePool, logger: Logger) async throws {
         try await retryWhileUnreachable("database", logger: logger) {
             do {
                 try await client.query("SELECT 1")
-            } catch let error as PostgresError where error.code == .connectionFailed {
+            } catch let error as DatabaseError where error.code == .connectionFailed {
                 throw Unreachable(underlying: error)
             }
         }

@@ -64,7 +64,7 @@ public enum Bulletins {
     /// (same request) or a conflict (different request).
     public static func create(
         id: UUID, content: BulletinContent, correlationID: String, idempotencyKey: String?, requestHash: String,
-        on connection: PostgresConnection
+        on connection: DatabaseConnection
     ) async throws -> Created {
         let body = String(decoding: try JSONEncoder().encode(content.body), as: UTF8.self)
         let inserted = try await connection.query(
@@ -85,7 +85,7 @@ public enum Bulletins {
         return hash == requestHash ? .replayed(existing) : .conflict(existing)
     }
 
-    public static func load(_ id: UUID, on connection: PostgresConnection, forUpdate: Bool = false)
+    public static func load(_ id: UUID, on connection: DatabaseConnection, forUpdate: Bool = false)
         async throws -> StoredBulletin?
     {
         let rows = try await connection.query(
@@ -121,7 +121,7 @@ public enum Bulletins {
     }
 
     /// Counts of the bulletin's deliveries per channel and state.
-    public static func progress(_ id: UUID, channels: [Channel], on connection: PostgresConnection)
+    public static func progress(_ id: UUID, channels: [Channel], on connection: DatabaseConnection)
         async throws -> [String: ChannelProgress]
     {
         var out: [String: ChannelProgress] = [:]
@@ -155,7 +155,7 @@ public enum Bulletins {
     }
 
     /// The bulletin's posts to Telegram public channels, by chat and language.
-    public static func channelPosts(_ id: UUID, on connection: PostgresConnection) async throws -> [ChannelPostStatus] {
+    public static func channelPosts(_ id: UUID, on connection: DatabaseConnection) async throws -> [ChannelPostStatus] {
         try await connection.query(
             """
             SELECT p.chat, p.language, d.state, d.attempts, d.provider_message_id, d.last_error
@@ -177,7 +177,7 @@ public enum Bulletins {
     /// Cancels a bulletin not yet fanned out or still sending: its unsent deliveries become `cancelled`, and so
     /// does the part of its audience the composer had not written yet (the counts then still cover the whole
     /// audience). Returns the state it was in (nil when there is no such bulletin).
-    public static func cancel(_ id: UUID, on connection: PostgresConnection) async throws -> String? {
+    public static func cancel(_ id: UUID, on connection: DatabaseConnection) async throws -> String? {
         // The composer writes deliveries only in transactions that first update this row while it is 'sending':
         // holding it, this transaction sees every delivery there will be, and the composer writes no more after.
         let rows = try await connection.query(
@@ -232,7 +232,7 @@ public enum Bulletins {
 
 /// The topics citizens can follow, with their names.
 public enum Topics {
-    public static func load(on connection: PostgresConnection) async throws -> [TopicInfo] {
+    public static func load(on connection: DatabaseConnection) async throws -> [TopicInfo] {
         let rows = try await connection.query("SELECT slug, name_it, name_zh, name_en FROM topics ORDER BY slug").rows
         var topics: [TopicInfo] = []
         for row in rows {

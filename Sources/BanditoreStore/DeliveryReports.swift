@@ -25,7 +25,7 @@ public enum DeliveryReports {
     /// once its own transaction has committed, which then sees the send or is seen by the dispatcher.
     @discardableResult
     public static func record(
-        channel: String, providerMessageID: String, status: String, error: String?, on connection: PostgresConnection
+        channel: String, providerMessageID: String, status: String, error: String?, on connection: DatabaseConnection
     ) async throws -> Bool {
         guard let rank = rank(status) else { return false }
         // One statement, so one snapshot: either the delivery with this provider id is there (and moves forward,
@@ -61,7 +61,7 @@ public enum DeliveryReports {
     /// (57 ms a batch at 40,000 deliveries, three times the status update itself).
     @discardableResult
     public static func applyKept(
-        channel: String, providerMessageIDs: [String], on connection: PostgresConnection
+        channel: String, providerMessageIDs: [String], on connection: DatabaseConnection
     ) async throws -> Int {
         guard !providerMessageIDs.isEmpty else { return 0 }
         return try await connection.query(
@@ -81,7 +81,7 @@ public enum DeliveryReports {
     /// Applies every kept report of the last hour whose send is recorded by now (the registry's sweep), by
     /// ``applyKept(channel:providerMessageIDs:on:)`` over the reports' ids, a thousand at a time.
     @discardableResult
-    public static func applyKeptRecent(on connection: PostgresConnection) async throws -> Int {
+    public static func applyKeptRecent(on connection: DatabaseConnection) async throws -> Int {
         let rows = try await connection.query(
             "SELECT channel, provider_message_id FROM delivery_reports WHERE received_at > now() - interval '1 hour'"
         ).rows
@@ -103,7 +103,7 @@ public enum DeliveryReports {
     }
 
     /// Forgets reports older than two days.
-    public static func prune(on connection: PostgresConnection) async throws {
+    public static func prune(on connection: DatabaseConnection) async throws {
         try await connection.query("DELETE FROM delivery_reports WHERE received_at < now() - interval '2 days'")
     }
 }

@@ -12,7 +12,7 @@ public enum InboundMessages {
     /// many.
     @discardableResult
     public static func prune(
-        olderThan retention: Duration, batch: Int = 5_000, on connection: PostgresConnection
+        olderThan retention: Duration, batch: Int = 5_000, on connection: DatabaseConnection
     ) async throws -> Int {
         let seconds = retention.inSeconds
         return try await deleteInBatches(of: batch) { batch in

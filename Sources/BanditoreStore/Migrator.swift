@@ -69,7 +69,7 @@ public struct Migrator: Sendable {
 
     /// Applies what is missing and returns the versions it applied.
     @discardableResult
-    public func migrate(_ client: PostgresClient) async throws -> [Int] {
+    public func migrate(_ client: DatabasePool) async throws -> [Int] {
         try await client.withConnection { connection in
             // The lock comes first: concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog.
             try await connection.query("SELECT pg_advisory_lock(\(Self.lockKey))")
@@ -95,7 +95,7 @@ public struct Migrator: Sendable {
     }
 
     /// The versions recorded as applied, with their checksums.
-    public func applied(_ client: PostgresClient) async throws -> [Int: String] {
+    public func applied(_ client: DatabasePool) async throws -> [Int: String] {
         let rows = try await client.query("SELECT version, checksum FROM schema_migrations").rows
         var result: [Int: String] = [:]
         for row in rows {
@@ -107,7 +107,7 @@ public struct Migrator: Sendable {
 
     private static let lockKey: Int64 = 0x6261_6e64_6974  // "bandit"
 
-    private func apply(on connection: PostgresConnection) async throws -> [Int] {
+    private func apply(on connection: DatabaseConnection) async throws -> [Int] {
         var done: [Int: String] = [:]
         for row in try await connection.query("SELECT version, checksum FROM schema_migrations").rows {
             let (version, checksum) = try row.decode(Int.self, String.self)

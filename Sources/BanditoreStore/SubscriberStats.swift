@@ -21,7 +21,7 @@ public struct SubscriberStats: Sendable, Codable, Hashable {
     /// Active subscribers following each topic (every topic listed, 0 included).
     public var byTopic: [String: Int]
 
-    public static func load(_ database: PostgresClient) async throws -> SubscriberStats {
+    public static func load(_ database: DatabasePool) async throws -> SubscriberStats {
         try await database.withConnection { connection in
             var stats = SubscriberStats(total: 0, active: 0, inactive: 0, byChannel: [:], byLanguage: [:], byTopic: [:])
             let rows = try await connection.query(

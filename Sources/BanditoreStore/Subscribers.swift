@@ -38,7 +38,7 @@ public enum Subscribers {
     /// The rows of these citizens with their topics, locked in id order (as every caller locks them, so that two
     /// transactions that share some do not each wait for the other's), keyed by ``key(_:_:)``; a citizen without a
     /// row is absent.
-    public static func load(_ citizens: [(channel: Channel, address: String)], on connection: PostgresConnection)
+    public static func load(_ citizens: [(channel: Channel, address: String)], on connection: DatabaseConnection)
         async throws -> [String: SubscriberRecord]
     {
         var rows: [String: SubscriberRecord] = [:]
@@ -85,7 +85,7 @@ public enum Subscribers {
     /// Creates the rows and their topics in one statement, in (channel, address) order as every batch does, so
     /// that two transactions creating some of the same citizens do not each wait for the other's; keyed by
     /// ``key(_:_:)``. A citizen created meanwhile by another transaction is a unique violation, as for one row.
-    public static func create(_ new: [New], on connection: PostgresConnection) async throws -> [String:
+    public static func create(_ new: [New], on connection: DatabaseConnection) async throws -> [String:
         SubscriberRecord]
     {
         let sorted = new.sorted { ($0.channel.rawValue, $0.address) < ($1.channel.rawValue, $1.address) }
@@ -132,7 +132,7 @@ public enum Subscribers {
 
     /// Writes a row's language and state (its topics apart: ``follow(_:id:on:)``); leaving records when and why,
     /// coming back clears them.
-    public static func save(_ record: SubscriberRecord, lastInbound: Date, on connection: PostgresConnection)
+    public static func save(_ record: SubscriberRecord, lastInbound: Date, on connection: DatabaseConnection)
         async throws
     {
         try await connection.query(
@@ -152,7 +152,7 @@ public enum Subscribers {
 
     /// The subscriber follows the topic; true when they did not before.
     @discardableResult
-    public static func follow(_ topic: String, id: Int64, on connection: PostgresConnection) async throws -> Bool {
+    public static func follow(_ topic: String, id: Int64, on connection: DatabaseConnection) async throws -> Bool {
         try await connection.query(
             "INSERT INTO subscriber_topics (subscriber_id, topic) VALUES (\(id), \(topic)) ON CONFLICT DO NOTHING"
         ).affectedRows == 1
@@ -160,7 +160,7 @@ public enum Subscribers {
 
     /// The subscriber stops following the topic; true when they did.
     @discardableResult
-    public static func unfollow(_ topic: String, id: Int64, on connection: PostgresConnection) async throws -> Bool {
+    public static func unfollow(_ topic: String, id: Int64, on connection: DatabaseConnection) async throws -> Bool {
         try await connection.query(
             "DELETE FROM subscriber_topics WHERE subscriber_id = \(id) AND topic = \(topic)"
         ).affectedRows == 1
@@ -169,7 +169,7 @@ public enum Subscribers {
     /// Marks an address inactive (a provider refused it for good, or its owner left without a command).
     @discardableResult
     public static func deactivate(
-        channel: Channel, address: String, reason: CitizenCommand.LeaveReason, on connection: PostgresConnection
+        channel: Channel, address: String, reason: CitizenCommand.LeaveReason, on connection: DatabaseConnection
     ) async throws -> Bool {
         try await connection.query(
             """

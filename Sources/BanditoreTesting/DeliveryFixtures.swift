@@ -20,7 +20,7 @@ public enum DeliveryFixtures {
     /// Inserts `addresses` as active Italian subscribers of `channel` (or reactivates them), a bulletin, and one
     /// queued delivery per subscriber; returns the recipients with their delivery ids, in `addresses` order.
     public static func seed(
-        _ database: PostgresClient, channel: Channel, addresses: [String], bulletinID: UUID = UUID()
+        _ database: DatabasePool, channel: Channel, addresses: [String], bulletinID: UUID = UUID()
     ) async throws -> [Recipient] {
         try await database.query(
             """

@@ -25,8 +25,8 @@ public struct IsolatedServers: Sendable {
         try await managementPUT(
             "/api/permissions/\(name)/guest", body: #"{"configure":".*","write":".*","read":".*"}"#
         )
-        let client = try PostgresClient(url: database, logger: Logger(label: "test.isolated"))
-        try await client.query(PostgresQuery(sql: "CREATE DATABASE \"\(name)\""))
+        let client = try DatabasePool(url: database, logger: Logger(label: "test.isolated"))
+        try await client.query(SQLQuery(sql: "CREATE DATABASE \"\(name)\""))
         await client.close()
 
         return IsolatedServers(

@@ -100,8 +100,8 @@ struct Copy: AsyncParsableCommand {
     @Option var count = 1_000_000
 
     func run() async throws {
-        let connection = try await PostgresConnection.connect(PostgresConfiguration(url: url), logger: logger)
-        let rows = (1...count).lazy.map { i -> [(any PostgresEncodable)?] in [i, Self.text(i)] }
+        let connection = try await DatabaseConnection.connect(DatabaseConfiguration(url: url), logger: logger)
+        let rows = (1...count).lazy.map { i -> [(any SQLEncodable)?] in [i, Self.text(i)] }
         let start = ContinuousClock.now
         let copied = try await connection.copy(into: table, columns: ["id", "label"], rows: rows)
         print(rate(copied, since: start))
@@ -121,7 +121,7 @@ struct Stream: AsyncParsableCommand {
     @Option var count = 1_000_000
 
     func run() async throws {
-        let connection = try await PostgresConnection.connect(PostgresConfiguration(url: url), logger: logger)
+        let connection = try await DatabaseConnection.connect(DatabaseConfiguration(url: url), logger: logger)
         let start = ContinuousClock.now
         var seen = 0
         try await connection.withRows(
@@ -157,7 +157,7 @@ struct Dispatch: AsyncParsableCommand {
 
     func run() async throws {
         let selected = channels.split(separator: ",").compactMap { Channel(rawValue: String($0)) }
-        let database = try PostgresClient(url: databaseURL, logger: logger)
+        let database = try DatabasePool(url: databaseURL, logger: logger)
         let amqp = try await AMQPConnection.connect(url: amqpURL, logger: logger)
         var bulletins: [Channel: UUID] = [:]
         var seeded: [Channel: [Recipient]] = [:]

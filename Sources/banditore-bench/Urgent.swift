@@ -39,7 +39,7 @@ struct Urgent: AsyncParsableCommand {
                 limit[channel] = value
             }
         }
-        let database = try PostgresClient(url: databaseURL, logger: logger)
+        let database = try DatabasePool(url: databaseURL, logger: logger)
         let amqp = try await AMQPConnection.connect(url: amqpURL, logger: logger)
         let sim = SimClient(base: simURL)
         let before = try await sim.stats()

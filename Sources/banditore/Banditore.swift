@@ -45,7 +45,7 @@ struct Migrate: AsyncParsableCommand {
 
     func run() async throws {
         let logger = Logger(label: "banditore.migrate")
-        let client = try PostgresClient(url: connection.resolvedDatabaseURL, logger: logger)
+        let client = try DatabasePool(url: connection.resolvedDatabaseURL, logger: logger)
         defer { Task { await client.close() } }
         let migrator = try Migrator(logger: logger)
         if status {
@@ -145,7 +145,7 @@ struct DeadLetterCommands: AsyncParsableCommand {
 
         func run() async throws {
             let logger = Logger(label: "banditore.dead-letters")
-            let database = try PostgresClient(url: connection.resolvedDatabaseURL, logger: logger)
+            let database = try DatabasePool(url: connection.resolvedDatabaseURL, logger: logger)
             do {
                 let report = try await DeadLetters.replay(
                     channel, amqpURL: connection.resolvedAMQPURL, database: database, limit: limit, logger: logger
@@ -175,7 +175,7 @@ struct Subscribers: AsyncParsableCommand {
 
     func run() async throws {
         let logger = Logger(label: "banditore.subscribers")
-        let database = try PostgresClient(url: connection.resolvedDatabaseURL, logger: logger)
+        let database = try DatabasePool(url: connection.resolvedDatabaseURL, logger: logger)
         let stats: SubscriberStats
         do {
             stats = try await SubscriberStats.load(database)

@@ -27,7 +27,7 @@ struct RateLimitTimingTests {
             replicas.append(
                 SharedRateLimiter(
                     configuration: configuration,
-                    database: try PostgresClient(url: client.configuration.url, logger: logger),
+                    database: try DatabasePool(url: client.configuration.url, logger: logger),
                     logger: logger
                 )
             )
@@ -158,7 +158,7 @@ struct RateLimitTimingTests {
         let configuration = SharedRateLimiter.Configuration(key: "telegram", ratePerSecond: 20, headroom: 0)
         let first = SharedRateLimiter(configuration: configuration, database: client, logger: logger)
         let second = SharedRateLimiter(
-            configuration: configuration, database: try PostgresClient(url: client.configuration.url, logger: logger),
+            configuration: configuration, database: try DatabasePool(url: client.configuration.url, logger: logger),
             logger: logger
         )
         let clock = ContinuousClock()
@@ -209,7 +209,7 @@ final class RankLog: Sendable {
 struct SharedStateTests {
     let logger = Logger(label: "test.dispatch.shared")
 
-    private func database(_ name: String) async throws -> PostgresClient {
+    private func database(_ name: String) async throws -> DatabasePool {
         try await IsolatedServers.make(name).migratedDatabase(logger: logger)
     }
 
@@ -236,7 +236,7 @@ struct SharedStateTests {
         }
         let replicaA = ProviderTokenStore(account: "wechat:wxtest", database: client, logger: logger, fetch: fetch)
         let replicaB = ProviderTokenStore(
-            account: "wechat:wxtest", database: try PostgresClient(url: client.configuration.url, logger: logger),
+            account: "wechat:wxtest", database: try DatabasePool(url: client.configuration.url, logger: logger),
             logger: logger, fetch: fetch
         )
         #expect(try await replicaA.current() == "token-1")

@@ -13,8 +13,8 @@ struct DatabaseRestartTests {
     }
 
     private func check(_ server: PrivateServer) async throws {
-        let client = try PostgresClient(
-            configuration: PostgresConfiguration(url: server.url, maxConnections: 2),
+        let client = try DatabasePool(
+            configuration: DatabaseConfiguration(url: server.url, maxConnections: 2),
             logger: Logger(label: "test.postgres.restart")
         )
         try await client.query("CREATE TABLE IF NOT EXISTS survivors (v integer)")
@@ -27,10 +27,10 @@ struct DatabaseRestartTests {
         await #expect {
             _ = try await longQuery.value
         } throws: { error in
-            guard let error = error as? PostgresError else { return false }
+            guard let error = error as? DatabaseError else { return false }
             return error.code == .connectionClosed || error.sqlState == "57P01"
         }
-        await #expect(throws: PostgresError.self) { try await client.query("SELECT 1") }
+        await #expect(throws: DatabaseError.self) { try await client.query("SELECT 1") }
 
         try await server.start()
         // Idle connections from before the restart are noticed and replaced: the next query just works.

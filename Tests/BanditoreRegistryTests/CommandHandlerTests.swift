@@ -15,7 +15,7 @@ struct CommandHandlerTests {
     let logger = Logger(label: "test.registry")
     let handler = CommandHandler(topics: TopicCatalogue())
 
-    func database(_ name: String) async throws -> PostgresClient {
+    func database(_ name: String) async throws -> DatabasePool {
         try await IsolatedServers.make(name).migratedDatabase(logger: logger)
     }
 
@@ -26,7 +26,7 @@ struct CommandHandlerTests {
         var reply: DeliveryJob?
     }
 
-    func run(_ command: CitizenCommand, _ database: PostgresClient) async throws -> Applied {
+    func run(_ command: CitizenCommand, _ database: DatabasePool) async throws -> Applied {
         let outcome = try await database.withTransaction { try await handler.apply(command, on: $0) }
         return Applied(
             duplicate: outcome.duplicate, outbox: outcome.reply,
@@ -42,7 +42,7 @@ struct CommandHandlerTests {
         var topics: [String]
     }
 
-    func row(_ channel: Channel, _ address: String, _ database: PostgresClient) async throws -> Row? {
+    func row(_ channel: Channel, _ address: String, _ database: DatabasePool) async throws -> Row? {
         guard
             let row = try await database.query(
                 """
@@ -83,7 +83,7 @@ struct CommandHandlerTests {
         #expect(outbox.message.properties.type == DeliveryJob.messageType)
         let stored = try await db.query(
             "SELECT message_id, routing_key, body FROM outbox WHERE id = \(outbox.id)"
-        ).rows[0].decode(String.self, String.self, PostgresBytes.self)
+        ).rows[0].decode(String.self, String.self, SQLBytes.self)
         #expect(stored.0 == reply.id)
         #expect(stored.1 == "whatsapp.replies", "replies go to the channel's replies queue")
         #expect(try JSONDecoder().decode(DeliveryJob.self, from: Data(stored.2.bytes)) == reply)

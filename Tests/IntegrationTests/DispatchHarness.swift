@@ -20,12 +20,12 @@ import Testing
 /// process, and the dispatcher processes the test starts.
 final class DispatchHarness: Sendable {
     let servers: IsolatedServers
-    let database: PostgresClient
+    let database: DatabasePool
     let amqp: AMQPConnection
     let sim: ServiceProcess
     let logger = Logger(label: "test.dispatch")
 
-    private init(servers: IsolatedServers, database: PostgresClient, amqp: AMQPConnection, sim: ServiceProcess) {
+    private init(servers: IsolatedServers, database: DatabasePool, amqp: AMQPConnection, sim: ServiceProcess) {
         self.servers = servers
         self.database = database
         self.amqp = amqp
@@ -37,7 +37,7 @@ final class DispatchHarness: Sendable {
     {
         let servers = try await IsolatedServers.make(name)
         let logger = Logger(label: "test.dispatch")
-        let database = try PostgresClient(url: servers.databaseURL, logger: logger)
+        let database = try DatabasePool(url: servers.databaseURL, logger: logger)
         _ = try await Migrator(logger: logger).migrate(database)
         let amqp = try await AMQPConnection.connect(url: servers.amqpURL, logger: logger)
         try await amqp.declare(BanditoreTopology.all)

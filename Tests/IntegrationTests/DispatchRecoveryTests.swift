@@ -101,7 +101,7 @@ struct DispatchRecoveryTests {
             "MIGRATE_ON_START": "true",
         ]
         let process = try await harness.dispatcher(.telegram, port: 18410, environment: environment)
-        let database = try PostgresClient(url: servers.databaseURL, logger: harness.logger)
+        let database = try DatabasePool(url: servers.databaseURL, logger: harness.logger)
         let bulletin = UUID()
         let recipients = try await DeliveryFixtures.seed(
             database, channel: .telegram, addresses: (0..<600).map { DeliveryFixtures.address(.telegram, $0) },
@@ -144,7 +144,7 @@ struct DispatchRecoveryTests {
         let harness = try await DispatchHarness.make(
             "it_dispatch_pg", simPort: 19420, simEnvironment: ["SIM_RATE_LIMITS": "false"]
         )
-        let database = try PostgresClient(url: postgres.url, logger: harness.logger)
+        let database = try DatabasePool(url: postgres.url, logger: harness.logger)
         _ = try await Migrator(logger: harness.logger).migrate(database)
         let environment = [
             "AMQP_URL": harness.servers.amqpURL, "DATABASE_URL": postgres.url, "DISPATCH_RATE_PER_SECOND": "100",

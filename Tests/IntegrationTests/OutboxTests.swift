@@ -133,7 +133,7 @@ struct OutboxTests {
         #expect(Set(rows.map(\.id)).count == 3)
         let stored = try await database.query(
             "SELECT message_id, exchange, routing_key, body FROM outbox ORDER BY id"
-        ).rows.map { try $0.decode(String.self, String.self, String.self, PostgresBytes.self) }
+        ).rows.map { try $0.decode(String.self, String.self, String.self, SQLBytes.self) }
         #expect(stored.map(\.0) == ["many-b", "many-a", "many-c"])
         #expect(stored[1].1 == "ex\\\"{}" && stored[1].2 == "key 1")
         // The row already there kept its first body; the new ones hold what was encoded.

@@ -3,37 +3,37 @@ import Logging
 import ServiceLifecycle
 import Synchronization
 
-/// A small pool of ``PostgresConnection``s.
+/// A small pool of ``DatabaseConnection``s.
 ///
 /// Connections open on demand up to `maxConnections`; a caller beyond that waits for one to come back. An idle
 /// connection whose server went away (a restart, say) is noticed when it is taken and reconnected, so the pool
 /// carries on after a database restart. A connection left inside a transaction is rolled back before reuse.
-public final class PostgresClient: Sendable, Service {
+public final class DatabasePool: Sendable, Service {
     private struct State {
-        var idle: [PostgresConnection] = []
+        var idle: [DatabaseConnection] = []
         var open = 0
         /// Callers waiting for a connection: handed one that came back, or nil when a slot was freed (they open one).
-        var waiters = WaiterQueue<PostgresConnection?>()
+        var waiters = WaiterQueue<DatabaseConnection?>()
         var closed = false
     }
 
-    public let configuration: PostgresConfiguration
+    public let configuration: DatabaseConfiguration
     private let logger: Logger
     private let state = Mutex(State())
 
-    public init(configuration: PostgresConfiguration, logger: Logger) {
+    public init(configuration: DatabaseConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
     }
 
     public convenience init(url: String, logger: Logger) throws {
-        self.init(configuration: try PostgresConfiguration(url: url), logger: logger)
+        self.init(configuration: try DatabaseConfiguration(url: url), logger: logger)
     }
 
     // MARK: Use
 
     /// Lends a connection to `body` and takes it back afterwards.
-    public func withConnection<T>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+    public func withConnection<T>(_ body: (DatabaseConnection) async throws -> T) async throws -> T {
         let connection = try await acquire()
         do {
             let value = try await body(connection)
@@ -47,12 +47,12 @@ public final class PostgresClient: Sendable, Service {
 
     /// Runs one query on a pooled connection.
     @discardableResult
-    public func query(_ query: PostgresQuery) async throws -> PostgresResult {
+    public func query(_ query: SQLQuery) async throws -> SQLResult {
         try await withConnection { try await $0.query(query) }
     }
 
     /// Runs `body` in a transaction on one pooled connection.
-    public func withTransaction<T>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+    public func withTransaction<T>(_ body: (DatabaseConnection) async throws -> T) async throws -> T {
         try await withConnection { try await $0.withTransaction(body) }
     }
 
@@ -75,14 +75,14 @@ public final class PostgresClient: Sendable, Service {
         }
     }
 
-    /// Closes every connection; later calls fail with ``PostgresError/Code/closed``.
+    /// Closes every connection; later calls fail with ``DatabaseError/Code/closed``.
     public func close() async {
         let (idle, waiters) = state.withLock { state in
             state.closed = true
             defer { state.idle.removeAll() }
             return (state.idle, state.waiters.removeAll())
         }
-        for waiter in waiters { waiter.resume(throwing: PostgresError(.closed)) }
+        for waiter in waiters { waiter.resume(throwing: DatabaseError(.closed)) }
         for connection in idle { await connection.close() }
     }
 
@@ -94,15 +94,15 @@ public final class PostgresClient: Sendable, Service {
     // MARK: Internals
 
     private enum Next {
-        case reuse(PostgresConnection)
+        case reuse(DatabaseConnection)
         case open
         case wait
     }
 
-    private func acquire() async throws -> PostgresConnection {
+    private func acquire() async throws -> DatabaseConnection {
         while true {
             let next = try state.withLock { state -> Next in
-                if state.closed { throw PostgresError(.closed) }
+                if state.closed { throw DatabaseError(.closed) }
                 if let connection = state.idle.popLast() { return .reuse(connection) }
                 if state.open < configuration.maxConnections {
                     state.open += 1
@@ -116,19 +116,19 @@ public final class PostgresClient: Sendable, Service {
                 await discard(connection)
             case .open:
                 do {
-                    return try await PostgresConnection.connect(configuration, logger: logger)
+                    return try await DatabaseConnection.connect(configuration, logger: logger)
                 } catch {
                     slotFreed()
                     throw error
                 }
             case .wait:
-                let handed = try await WaiterQueue<PostgresConnection?>.wait { ticket, continuation in
+                let handed = try await WaiterQueue<DatabaseConnection?>.wait { ticket, continuation in
                     let closed = state.withLock { state -> Bool in
                         if state.closed { return true }
                         state.waiters.append(continuation, ticket: ticket)
                         return false
                     }
-                    if closed { continuation.resume(throwing: PostgresError(.closed)) }
+                    if closed { continuation.resume(throwing: DatabaseError(.closed)) }
                 } leave: { ticket in
                     self.state.withLock { $0.waiters.remove(ticket) }
                 }
@@ -141,12 +141,12 @@ public final class PostgresClient: Sendable, Service {
         }
     }
 
-    private func release(_ connection: PostgresConnection) async {
+    private func release(_ connection: DatabaseConnection) async {
         guard await connection.readyForReuse() else {
             await discard(connection)
             return
         }
-        let (waiter, closed) = state.withLock { state -> (WaiterQueue<PostgresConnection?>.Continuation?, Bool) in
+        let (waiter, closed) = state.withLock { state -> (WaiterQueue<DatabaseConnection?>.Continuation?, Bool) in
             if state.closed { return (nil, true) }
             if let waiter = state.waiters.popFirst() { return (waiter, false) }
             state.idle.append(connection)
@@ -159,13 +159,13 @@ public final class PostgresClient: Sendable, Service {
         }
     }
 
-    private func discard(_ connection: PostgresConnection) async {
+    private func discard(_ connection: DatabaseConnection) async {
         await connection.close()
         slotFreed()
     }
 
     private func slotFreed() {
-        let waiter = state.withLock { state -> WaiterQueue<PostgresConnection?>.Continuation? in
+        let waiter = state.withLock { state -> WaiterQueue<DatabaseConnection?>.Continuation? in
             state.open -= 1
             return state.waiters.popFirst()
         }

@@ -11,22 +11,22 @@ import Synchronization
 ///
 /// Every libpq call on the handle runs on the connection's own serial dispatch queue, one call sequence at a time,
 /// never on Swift's cooperative pool. Cancelling the calling task cancels the running query through `PQcancel`,
-/// which libpq documents as safe from another thread. Most code uses a ``PostgresClient`` (the pool) instead.
-public final class PostgresConnection: @unchecked Sendable {
+/// which libpq documents as safe from another thread. Most code uses a ``DatabasePool`` (the pool) instead.
+public final class DatabaseConnection: @unchecked Sendable {
     // @unchecked: `handle` and `statements` are read and written only inside blocks on `queue` (serial);
     // `cancelKey` is behind a Mutex; everything else is immutable.
     private let queue: DispatchQueue
     private var handle: OpaquePointer?
     private var statements = PreparedStatements()
     private let cancelKey = Mutex<CancelKey?>(nil)
-    public let configuration: PostgresConfiguration
+    public let configuration: DatabaseConfiguration
     let logger: Logger
 
     private struct CancelKey: @unchecked Sendable {  // a PGcancel*, usable from any thread (libpq docs)
         let pointer: OpaquePointer
     }
 
-    private init(configuration: PostgresConfiguration, logger: Logger) {
+    private init(configuration: DatabaseConfiguration, logger: Logger) {
         self.configuration = configuration
         self.logger = logger
         self.queue = DispatchQueue(label: "banditore.postgres")
@@ -38,15 +38,15 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Connects, failing within `connectTimeout` with the server's or the library's message.
-    public static func connect(_ configuration: PostgresConfiguration, logger: Logger) async throws
-        -> PostgresConnection
+    public static func connect(_ configuration: DatabaseConfiguration, logger: Logger) async throws
+        -> DatabaseConnection
     {
-        let connection = PostgresConnection(configuration: configuration, logger: logger)
+        let connection = DatabaseConnection(configuration: configuration, logger: logger)
         try await connection.onQueue { connection.open() }.get()
         return connection
     }
 
-    private func open() -> Result<Void, PostgresError> {
+    private func open() -> Result<Void, DatabaseError> {
         let keys = ["dbname", "connect_timeout", "application_name", "options", "client_encoding"]
         let values = [
             configuration.url, "\(configuration.connectTimeout)", configuration.applicationName,
@@ -63,7 +63,7 @@ public final class PostgresConnection: @unchecked Sendable {
             let message = conn.map { String(cString: PQerrorMessage($0)) } ?? "out of memory"
             if let conn { PQfinish(conn) }
             return .failure(
-                PostgresError(.connectionFailed, message: "\(configuration.redactedURL): \(trimmed(message))")
+                DatabaseError(.connectionFailed, message: "\(configuration.redactedURL): \(trimmed(message))")
             )
         }
         handle = conn
@@ -73,7 +73,7 @@ public final class PostgresConnection: @unchecked Sendable {
             conn,
             { context, message in
                 guard let context, let message else { return }
-                let connection = Unmanaged<PostgresConnection>.fromOpaque(context).takeUnretainedValue()
+                let connection = Unmanaged<DatabaseConnection>.fromOpaque(context).takeUnretainedValue()
                 connection.logNotice(String(cString: message))
             }, Unmanaged.passUnretained(self).toOpaque())
         refreshCancelKey()
@@ -111,7 +111,7 @@ public final class PostgresConnection: @unchecked Sendable {
     /// prepared statement from then on, so that the server parses it once per connection (and, for the statements
     /// a service runs over and over, plans it once): see ``PreparedStatements``.
     @discardableResult
-    public func query(_ query: PostgresQuery) async throws -> PostgresResult {
+    public func query(_ query: SQLQuery) async throws -> SQLResult {
         try await run { conn in
             guard !query.binds.isEmpty, let name = try self.preparedName(for: query, conn: conn) else {
                 let result = Params(query.binds).withPointers { values in
@@ -121,7 +121,7 @@ public final class PostgresConnection: @unchecked Sendable {
             }
             do {
                 return try self.executePrepared(name, query, conn: conn)
-            } catch let error as PostgresError where self.statements.isStale(error) {
+            } catch let error as DatabaseError where self.statements.isStale(error) {
                 // The statement's tables changed under it (or it is gone): forget it. Outside a transaction
                 // nothing ran, so it is prepared again and run once more; inside one the caller sees the error.
                 self.statements.forget(query.sql)
@@ -135,7 +135,7 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// The name of `query`'s prepared statement, preparing it first if needed; nil when the connection holds as
     /// many as it keeps (the query then runs unprepared). Runs on the queue.
-    private func preparedName(for query: PostgresQuery, conn: OpaquePointer) throws -> String? {
+    private func preparedName(for query: SQLQuery, conn: OpaquePointer) throws -> String? {
         if let name = statements.name(for: query.sql) { return name }
         guard let name = statements.reserve(query.sql) else { return nil }
         let result = PQprepare(conn, name, query.sql, Int32(query.binds.count), nil)
@@ -148,13 +148,13 @@ public final class PostgresConnection: @unchecked Sendable {
         return name
     }
 
-    private func executePrepared(_ name: String, _ query: PostgresQuery, conn: OpaquePointer) throws -> PostgresResult {
+    private func executePrepared(_ name: String, _ query: SQLQuery, conn: OpaquePointer) throws -> SQLResult {
         let result = Params(query.binds).withPointers { values in
             PQexecPrepared(conn, name, Int32(query.binds.count), values, nil, nil, 0)
         }
         do {
             return try collect(result, conn: conn, sql: query.sql)
-        } catch let error as PostgresError where error.code == .connectionClosed {
+        } catch let error as DatabaseError where error.code == .connectionClosed {
             statements.removeAll()
             throw error
         }
@@ -176,7 +176,7 @@ public final class PostgresConnection: @unchecked Sendable {
     // MARK: Transactions
 
     /// Runs `body` in a transaction: committed when it returns, rolled back when it throws.
-    public func withTransaction<T>(_ body: (PostgresConnection) async throws -> T) async throws -> T {
+    public func withTransaction<T>(_ body: (DatabaseConnection) async throws -> T) async throws -> T {
         try await query("BEGIN")
         do {
             let value = try await body(self)
@@ -194,9 +194,9 @@ public final class PostgresConnection: @unchecked Sendable {
     /// with the result. Rows cross from the connection's queue in batches of `batchSize`. If `body` stops early, the
     /// query is cancelled and the connection drained before this returns.
     public func withRows<T>(
-        _ query: PostgresQuery,
+        _ query: SQLQuery,
         batchSize: Int = 1000,
-        _ body: (PostgresRowSequence) async throws -> T
+        _ body: (SQLRowSequence) async throws -> T
     ) async throws -> T {
         try await run { conn in
             let sent = Params(query.binds).withPointers { values in
@@ -204,11 +204,11 @@ public final class PostgresConnection: @unchecked Sendable {
             }
             guard sent == 1 else { throw self.connectionError(conn, sql: query.sql) }
             guard PQsetSingleRowMode(conn) == 1 else {
-                throw PostgresError(.server, message: "could not enter single-row mode", query: query.sql)
+                throw DatabaseError(.server, message: "could not enter single-row mode", query: query.sql)
             }
         }
         let state = RowStreamState()
-        let rows = PostgresRowSequence(connection: self, state: state, batchSize: max(1, batchSize), sql: query.sql)
+        let rows = SQLRowSequence(connection: self, state: state, batchSize: max(1, batchSize), sql: query.sql)
         do {
             let value = try await body(rows)
             try await finishStream(state, sql: query.sql)
@@ -220,9 +220,9 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Reads up to `limit` rows of a running single-row query.
-    func nextBatch(_ state: RowStreamState, limit: Int, sql: String) async throws -> [PostgresRow] {
+    func nextBatch(_ state: RowStreamState, limit: Int, sql: String) async throws -> [SQLRow] {
         try await run { conn in
-            var rows: [PostgresRow] = []
+            var rows: [SQLRow] = []
             rows.reserveCapacity(limit)
             while rows.count < limit, !state.done {
                 guard let result = PQgetResult(conn) else {
@@ -233,7 +233,7 @@ public final class PostgresConnection: @unchecked Sendable {
                 switch PQresultStatus(result) {
                 case PGRES_SINGLE_TUPLE:
                     if state.columns == nil { state.columns = Self.columns(result) }
-                    rows.append(PostgresRow(columns: state.columns!, values: Self.values(result, row: 0)))
+                    rows.append(SQLRow(columns: state.columns!, values: Self.values(result, row: 0)))
                 case PGRES_TUPLES_OK, PGRES_COMMAND_OK:
                     state.done = true
                     while let rest = PQgetResult(conn) { PQclear(rest) }
@@ -272,7 +272,7 @@ public final class PostgresConnection: @unchecked Sendable {
         columns: [String],
         rows: Rows,
         chunkSize: Int = 64 * 1024
-    ) async throws -> Int where Rows.Element == [(any PostgresEncodable)?] {
+    ) async throws -> Int where Rows.Element == [(any SQLEncodable)?] {
         let sql = try await beginCopy(into: table, columns: columns)
         // While one chunk is sent on the connection's queue, the next is encoded here.
         var buffer: [UInt8] = []
@@ -341,7 +341,7 @@ public final class PostgresConnection: @unchecked Sendable {
     private func endCopy(error: String?, sql: String) async throws -> Int {
         try await run { conn in
             guard PQputCopyEnd(conn, error) == 1 else { throw self.connectionError(conn, sql: sql) }
-            var outcome: Result<Int, PostgresError> = .success(0)
+            var outcome: Result<Int, DatabaseError> = .success(0)
             while let result = PQgetResult(conn) {
                 if PQresultStatus(result) == PGRES_COMMAND_OK {
                     outcome = .success(Int(String(cString: PQcmdTuples(result))) ?? 0)
@@ -402,7 +402,7 @@ public final class PostgresConnection: @unchecked Sendable {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
                 queue.async {
                     guard let conn = self.handle else {
-                        continuation.resume(throwing: PostgresError(.closed))
+                        continuation.resume(throwing: DatabaseError(.closed))
                         return
                     }
                     continuation.resume(with: Result { try body(conn) })
@@ -421,26 +421,26 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
-    private func collect(_ result: OpaquePointer?, conn: OpaquePointer, sql: String) throws -> PostgresResult {
+    private func collect(_ result: OpaquePointer?, conn: OpaquePointer, sql: String) throws -> SQLResult {
         guard let result else { throw connectionError(conn, sql: sql) }
         defer { PQclear(result) }
         switch PQresultStatus(result) {
         case PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
-            return PostgresResult(rows: [], affectedRows: Int(String(cString: PQcmdTuples(result))) ?? 0)
+            return SQLResult(rows: [], affectedRows: Int(String(cString: PQcmdTuples(result))) ?? 0)
         case PGRES_TUPLES_OK:
             let columns = Self.columns(result)
             let count = Int(PQntuples(result))
-            var rows: [PostgresRow] = []
+            var rows: [SQLRow] = []
             rows.reserveCapacity(count)
-            for r in 0..<count { rows.append(PostgresRow(columns: columns, values: Self.values(result, row: r))) }
-            return PostgresResult(rows: rows, affectedRows: count)
+            for r in 0..<count { rows.append(SQLRow(columns: columns, values: Self.values(result, row: r))) }
+            return SQLResult(rows: rows, affectedRows: count)
         default:
             throw serverError(result, conn: conn, sql: sql)
         }
     }
 
-    private static func columns(_ result: OpaquePointer) -> PostgresColumns {
-        PostgresColumns(names: (0..<PQnfields(result)).map { String(cString: PQfname(result, $0)) })
+    private static func columns(_ result: OpaquePointer) -> SQLColumns {
+        SQLColumns(names: (0..<PQnfields(result)).map { String(cString: PQfname(result, $0)) })
     }
 
     private static func values(_ result: OpaquePointer, row: Int) -> [String?] {
@@ -450,12 +450,12 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
-    private func serverError(_ result: OpaquePointer, conn: OpaquePointer, sql: String) -> PostgresError {
+    private func serverError(_ result: OpaquePointer, conn: OpaquePointer, sql: String) -> DatabaseError {
         func field(_ code: Character) -> String? {
             PQresultErrorField(result, Int32(code.asciiValue!)).map { String(cString: $0) }
         }
         let broken = PQstatus(conn) != CONNECTION_OK
-        return PostgresError(
+        return DatabaseError(
             broken ? .connectionClosed : .server,
             sqlState: field("C"),
             message: field("M") ?? trimmed(String(cString: PQerrorMessage(conn))),
@@ -465,8 +465,8 @@ public final class PostgresConnection: @unchecked Sendable {
         )
     }
 
-    private func connectionError(_ conn: OpaquePointer, sql: String) -> PostgresError {
-        PostgresError(
+    private func connectionError(_ conn: OpaquePointer, sql: String) -> DatabaseError {
+        DatabaseError(
             PQstatus(conn) == CONNECTION_OK ? .server : .connectionClosed,
             message: trimmed(String(cString: PQerrorMessage(conn))), query: sql
         )
@@ -507,7 +507,7 @@ struct PreparedStatements {
 
     /// A statement prepared before its tables changed shape (`cached plan must not change result type`), or one
     /// the session no longer has.
-    func isStale(_ error: PostgresError) -> Bool {
+    func isStale(_ error: DatabaseError) -> Bool {
         error.sqlState == "0A000" && (error.message ?? "").contains("cached plan") || error.sqlState == "26000"
     }
 }
@@ -527,13 +527,13 @@ private struct Params {
 /// The progress of a streamed query; touched on the connection's queue only (one call at a time).
 final class RowStreamState: @unchecked Sendable {
     var done = false
-    var columns: PostgresColumns?
+    var columns: SQLColumns?
 }
 
-/// The rows of a streamed query; iterate it once, inside ``PostgresConnection/withRows(_:batchSize:_:)``.
-public struct PostgresRowSequence: AsyncSequence, Sendable {
-    public typealias Element = PostgresRow
-    let connection: PostgresConnection
+/// The rows of a streamed query; iterate it once, inside ``DatabaseConnection/withRows(_:batchSize:_:)``.
+public struct SQLRowSequence: AsyncSequence, Sendable {
+    public typealias Element = SQLRow
+    let connection: DatabaseConnection
     let state: RowStreamState
     let batchSize: Int
     let sql: String
@@ -543,11 +543,11 @@ public struct PostgresRowSequence: AsyncSequence, Sendable {
     }
 
     public struct Iterator: AsyncIteratorProtocol {
-        let sequence: PostgresRowSequence
-        var buffer: [PostgresRow] = []
+        let sequence: SQLRowSequence
+        var buffer: [SQLRow] = []
         var index = 0
 
-        public mutating func next() async throws -> PostgresRow? {
+        public mutating func next() async throws -> SQLRow? {
             if index == buffer.count {
                 guard !sequence.state.done else { return nil }
                 buffer = try await sequence.connection.nextBatch(
@@ -564,7 +564,7 @@ public struct PostgresRowSequence: AsyncSequence, Sendable {
 
 /// COPY's text format: tab-separated, `\N` for NULL, backslash escapes.
 enum CopyText {
-    static func append(_ row: [(any PostgresEncodable)?], to buffer: inout [UInt8]) {
+    static func append(_ row: [(any SQLEncodable)?], to buffer: inout [UInt8]) {
         for (index, value) in row.enumerated() {
             if index > 0 { buffer.append(9) }
             guard let text = value?.postgresText else {

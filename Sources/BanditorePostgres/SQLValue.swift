@@ -1,19 +1,19 @@
 import Foundation
 
 /// A Swift value that can be sent as a query parameter, in PostgreSQL's text format.
-public protocol PostgresEncodable: Sendable {
+public protocol SQLEncodable: Sendable {
     /// The text PostgreSQL parses for this value, or nil for NULL.
     var postgresText: String? { get }
 }
 
 /// A Swift value that can be read from a column in PostgreSQL's text format.
-public protocol PostgresDecodable: Sendable {
+public protocol SQLDecodable: Sendable {
     init(postgresText text: String) throws
     /// The value for SQL NULL; nil (the default) means NULL is an error for this type.
     static var postgresNull: Self? { get }
 }
 
-extension PostgresDecodable {
+extension SQLDecodable {
     public static var postgresNull: Self? { nil }
 }
 
@@ -24,16 +24,16 @@ struct DecodingFailure: Error {
 
 // MARK: - Scalars
 
-extension String: PostgresEncodable, PostgresDecodable {
+extension String: SQLEncodable, SQLDecodable {
     public var postgresText: String? { self }
     public init(postgresText text: String) { self = text }
 }
 
-extension Substring: PostgresEncodable {
+extension Substring: SQLEncodable {
     public var postgresText: String? { String(self) }
 }
 
-extension Bool: PostgresEncodable, PostgresDecodable {
+extension Bool: SQLEncodable, SQLDecodable {
     public var postgresText: String? { self ? "t" : "f" }
     public init(postgresText text: String) throws {
         switch text {
@@ -44,23 +44,23 @@ extension Bool: PostgresEncodable, PostgresDecodable {
     }
 }
 
-extension PostgresEncodable where Self: BinaryInteger {
+extension SQLEncodable where Self: BinaryInteger {
     public var postgresText: String? { String(self) }
 }
 
-extension PostgresDecodable where Self: FixedWidthInteger {
+extension SQLDecodable where Self: FixedWidthInteger {
     public init(postgresText text: String) throws {
         guard let value = Self(text) else { throw DecodingFailure(type: "\(Self.self)", text: text) }
         self = value
     }
 }
 
-extension Int: PostgresEncodable, PostgresDecodable {}
-extension Int64: PostgresEncodable, PostgresDecodable {}
-extension Int32: PostgresEncodable, PostgresDecodable {}
-extension Int16: PostgresEncodable, PostgresDecodable {}
+extension Int: SQLEncodable, SQLDecodable {}
+extension Int64: SQLEncodable, SQLDecodable {}
+extension Int32: SQLEncodable, SQLDecodable {}
+extension Int16: SQLEncodable, SQLDecodable {}
 
-extension Double: PostgresEncodable, PostgresDecodable {
+extension Double: SQLEncodable, SQLDecodable {
     public var postgresText: String? {
         if isNaN { return "NaN" }
         if isInfinite { return self > 0 ? "Infinity" : "-Infinity" }
@@ -72,7 +72,7 @@ extension Double: PostgresEncodable, PostgresDecodable {
     }
 }
 
-extension UUID: PostgresEncodable, PostgresDecodable {
+extension UUID: SQLEncodable, SQLDecodable {
     public var postgresText: String? { uuidString.lowercased() }
     public init(postgresText text: String) throws {
         guard let value = UUID(uuidString: text) else { throw DecodingFailure(type: "UUID", text: text) }
@@ -80,18 +80,18 @@ extension UUID: PostgresEncodable, PostgresDecodable {
     }
 }
 
-extension Date: PostgresEncodable, PostgresDecodable {
+extension Date: SQLEncodable, SQLDecodable {
     /// ISO 8601 in UTC with microseconds, which `timestamptz` reads exactly.
-    public var postgresText: String? { PostgresTimestamp.format(self) }
+    public var postgresText: String? { SQLTimestamp.format(self) }
     /// Reads `timestamptz` output (`2026-11-23 10:00:00.123456+00`, any offset) and `timestamp` (as UTC).
     public init(postgresText text: String) throws {
-        guard let date = PostgresTimestamp.parse(text) else { throw DecodingFailure(type: "Date", text: text) }
+        guard let date = SQLTimestamp.parse(text) else { throw DecodingFailure(type: "Date", text: text) }
         self = date
     }
 }
 
 /// The bytes of a `bytea` column.
-public struct PostgresBytes: PostgresEncodable, PostgresDecodable, Hashable {
+public struct SQLBytes: SQLEncodable, SQLDecodable, Hashable {
     public var bytes: [UInt8]
     public init(_ bytes: [UInt8]) { self.bytes = bytes }
 
@@ -132,7 +132,7 @@ public struct PostgresBytes: PostgresEncodable, PostgresDecodable, Hashable {
 }
 
 /// A `json` or `jsonb` value holding a Codable Swift value.
-public struct PostgresJSON<Value: Codable & Sendable>: PostgresEncodable, PostgresDecodable {
+public struct SQLJSON<Value: Codable & Sendable>: SQLEncodable, SQLDecodable {
     public var value: Value
     public init(_ value: Value) { self.value = value }
 
@@ -152,16 +152,16 @@ public struct PostgresJSON<Value: Codable & Sendable>: PostgresEncodable, Postgr
 
 // MARK: - Optional and arrays
 
-extension Optional: PostgresEncodable where Wrapped: PostgresEncodable {
+extension Optional: SQLEncodable where Wrapped: SQLEncodable {
     public var postgresText: String? { self?.postgresText }
 }
 
-extension Optional: PostgresDecodable where Wrapped: PostgresDecodable {
+extension Optional: SQLDecodable where Wrapped: SQLDecodable {
     public init(postgresText text: String) throws { self = try Wrapped(postgresText: text) }
     public static var postgresNull: Self? { .some(nil) }
 }
 
-extension Array: PostgresEncodable where Element: PostgresEncodable {
+extension Array: SQLEncodable where Element: SQLEncodable {
     /// An array literal: `{"a","b c",NULL}`.
     ///
     /// Built as UTF-8 bytes: a dispatcher's status batch writes five arrays of a thousand elements each.
@@ -187,10 +187,10 @@ extension Array: PostgresEncodable where Element: PostgresEncodable {
     }
 }
 
-extension Array: PostgresDecodable where Element: PostgresDecodable {
+extension Array: SQLDecodable where Element: SQLDecodable {
     /// Reads a one-dimensional array literal.
     public init(postgresText text: String) throws {
-        guard let items = PostgresArrayLiteral.parse(text) else {
+        guard let items = SQLArrayLiteral.parse(text) else {
             throw DecodingFailure(type: "array", text: String(text.prefix(40)))
         }
         self = try items.map { item in
@@ -205,7 +205,7 @@ extension Array: PostgresDecodable where Element: PostgresDecodable {
     }
 }
 
-enum PostgresArrayLiteral {
+enum SQLArrayLiteral {
     static func parse(_ text: String) -> [String?]? {
         let chars = Array(text.unicodeScalars)
         guard chars.first == "{", chars.last == "}" else { return nil }
@@ -245,7 +245,7 @@ enum PostgresArrayLiteral {
 
 // MARK: - Timestamps
 
-enum PostgresTimestamp {
+enum SQLTimestamp {
     static func format(_ date: Date) -> String {
         let micros = (date.timeIntervalSince1970 * 1_000_000).rounded()
         var seconds = Int(floor(micros / 1_000_000))

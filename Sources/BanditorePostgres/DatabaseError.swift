@@ -2,7 +2,7 @@
 ///
 /// `description` stays generic (no SQL, no values); `debugDescription` carries the server's message, detail,
 /// SQLSTATE and the query text.
-public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDebugStringConvertible {
+public struct DatabaseError: Error, Sendable, CustomStringConvertible, CustomDebugStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Sendable {
             case invalidURL, connectionFailed, connectionClosed, server, decoding, unexpectedNull, cancelled, closed
@@ -15,7 +15,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
         public static let connectionFailed = Code(.connectionFailed)
         /// The connection broke during the call (for example the server restarted).
         public static let connectionClosed = Code(.connectionClosed)
-        /// The server answered with an error; see ``PostgresError/sqlState``.
+        /// The server answered with an error; see ``DatabaseError/sqlState``.
         public static let server = Code(.server)
         /// A column's text could not be read as the requested type.
         public static let decoding = Code(.decoding)
@@ -60,10 +60,10 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
 
     public var description: String {
         switch code {
-        case .server: "PostgresError: server error \(sqlState ?? "?")"
-        case .connectionFailed: "PostgresError: could not connect to the database"
-        case .connectionClosed: "PostgresError: the connection to the database was lost"
-        default: "PostgresError: \(code)"
+        case .server: "DatabaseError: server error \(sqlState ?? "?")"
+        case .connectionFailed: "DatabaseError: could not connect to the database"
+        case .connectionClosed: "DatabaseError: the connection to the database was lost"
+        default: "DatabaseError: \(code)"
         }
     }
 

@@ -1,7 +1,7 @@
 import struct Foundation.URLComponents
 
 /// How to reach the database.
-public struct PostgresConfiguration: Sendable, Hashable {
+public struct DatabaseConfiguration: Sendable, Hashable {
     /// A `postgres://` or `postgresql://` URL, handed to libpq as it is.
     public var url: String
     /// Seconds allowed to connect.
@@ -17,7 +17,7 @@ public struct PostgresConfiguration: Sendable, Hashable {
         guard let components = URLComponents(string: url),
             components.scheme == "postgres" || components.scheme == "postgresql"
         else {
-            throw PostgresError(.invalidURL, message: "expected postgres://user:password@host:port/database")
+            throw DatabaseError(.invalidURL, message: "expected postgres://user:password@host:port/database")
         }
         self.url = url
         self.connectTimeout = connectTimeout

@@ -1,10 +1,10 @@
 /// One row of a result, in PostgreSQL's text format, with typed decoding.
-public struct PostgresRow: Sendable {
+public struct SQLRow: Sendable {
     /// Column names, shared by every row of a result.
-    public let columns: PostgresColumns
+    public let columns: SQLColumns
     let values: [String?]
 
-    package init(columns: PostgresColumns, values: [String?]) {
+    package init(columns: SQLColumns, values: [String?]) {
         self.columns = columns
         self.values = values
     }
@@ -15,38 +15,38 @@ public struct PostgresRow: Sendable {
     public func isNull(_ index: Int) -> Bool { values[index] == nil }
 
     /// Decodes the column at `index`.
-    public func decode<T: PostgresDecodable>(_ type: T.Type = T.self, at index: Int) throws -> T {
+    public func decode<T: SQLDecodable>(_ type: T.Type = T.self, at index: Int) throws -> T {
         guard index < values.count else {
-            throw PostgresError(.decoding, message: "no column \(index) (the row has \(values.count))")
+            throw DatabaseError(.decoding, message: "no column \(index) (the row has \(values.count))")
         }
         guard let text = values[index] else {
             guard let null = T.postgresNull else {
-                throw PostgresError(
+                throw DatabaseError(
                     .unexpectedNull, message: "column \(columns.names[index]) is NULL, expected \(T.self)")
             }
             return null
         }
         do {
             return try T(postgresText: text)
-        } catch let error as PostgresError {
+        } catch let error as DatabaseError {
             throw error
         } catch {
-            throw PostgresError(.decoding, message: "column \(columns.names[index]) is not a valid \(T.self)")
+            throw DatabaseError(.decoding, message: "column \(columns.names[index]) is not a valid \(T.self)")
         }
     }
 
     /// Decodes the column named `name`.
-    public func decode<T: PostgresDecodable>(_ type: T.Type = T.self, column name: String) throws -> T {
+    public func decode<T: SQLDecodable>(_ type: T.Type = T.self, column name: String) throws -> T {
         guard let index = columns.index(of: name) else {
-            throw PostgresError(.decoding, message: "no column named \(name)")
+            throw DatabaseError(.decoding, message: "no column named \(name)")
         }
         return try decode(T.self, at: index)
     }
 
     /// Decodes the leading columns as a tuple: `let (id, name) = try row.decode(Int.self, String.self)`.
-    public func decode<each T: PostgresDecodable>(_ types: repeat (each T).Type) throws -> (repeat each T) {
+    public func decode<each T: SQLDecodable>(_ types: repeat (each T).Type) throws -> (repeat each T) {
         var index = 0
-        func next<V: PostgresDecodable>(_ type: V.Type) throws -> V {
+        func next<V: SQLDecodable>(_ type: V.Type) throws -> V {
             defer { index += 1 }
             return try decode(V.self, at: index)
         }
@@ -55,7 +55,7 @@ public struct PostgresRow: Sendable {
 }
 
 /// The names of a result's columns.
-public final class PostgresColumns: Sendable {
+public final class SQLColumns: Sendable {
     public let names: [String]
     private let indexByName: [String: Int]
 
@@ -70,11 +70,11 @@ public final class PostgresColumns: Sendable {
 }
 
 /// The rows of a query, and how many rows the command affected.
-public struct PostgresResult: Sendable {
-    public let rows: [PostgresRow]
+public struct SQLResult: Sendable {
+    public let rows: [SQLRow]
     /// Rows inserted, updated, deleted or copied (PQcmdTuples), 0 when it does not apply.
     public let affectedRows: Int
 
     /// The first row, or nil.
-    public var first: PostgresRow? { rows.first }
+    public var first: SQLRow? { rows.first }
 }

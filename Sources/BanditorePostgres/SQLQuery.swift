@@ -1,13 +1,13 @@
 /// SQL with its parameters. Interpolated values become `$1`, `$2`, … so they are never spliced into the text:
 ///
-///     let query: PostgresQuery = "SELECT id FROM subscribers WHERE channel = \(channel) AND active"
+///     let query: SQLQuery = "SELECT id FROM subscribers WHERE channel = \(channel) AND active"
 ///
 /// Use `\(unescaped: name)` only for identifiers the code itself controls.
-public struct PostgresQuery: Sendable, ExpressibleByStringInterpolation {
+public struct SQLQuery: Sendable, ExpressibleByStringInterpolation {
     public var sql: String
     public var binds: [String?]
 
-    public init(sql: String, binds: [(any PostgresEncodable)?] = []) {
+    public init(sql: String, binds: [(any SQLEncodable)?] = []) {
         self.sql = sql
         self.binds = binds.map { $0?.postgresText }
     }
@@ -32,12 +32,12 @@ public struct PostgresQuery: Sendable, ExpressibleByStringInterpolation {
 
         public mutating func appendLiteral(_ literal: String) { sql += literal }
 
-        public mutating func appendInterpolation(_ value: some PostgresEncodable) {
+        public mutating func appendInterpolation(_ value: some SQLEncodable) {
             binds.append(value.postgresText)
             sql += "$\(binds.count)"
         }
 
-        public mutating func appendInterpolation(_ value: (some PostgresEncodable)?) {
+        public mutating func appendInterpolation(_ value: (some SQLEncodable)?) {
             binds.append(value?.postgresText)
             sql += "$\(binds.count)"
         }
