@@ -17,7 +17,7 @@ extension Composer {
                 logger.warning("submitted bulletin not found")
                 return false
             }
-            guard bulletin.state == "submitted" else { return bulletin.state == "sending" }
+            guard bulletin.state == .submitted else { return bulletin.state == .sending }
             let at = self.sendingTime(bulletin.content, now: now)
             if at > now {
                 try await connection.query(

@@ -116,7 +116,7 @@ public final class Composer: Service, Sendable {
 
     private func fanOutLocked(_ id: UUID, logger: Logger) async throws {
         guard let bulletin = try await database.withConnection({ try await Bulletins.load(id, on: $0) }),
-            bulletin.state == "sending"
+            bulletin.state == .sending
         else { return }
         let content = bulletin.content
         let started = ContinuousClock.now

@@ -3,6 +3,7 @@ import BanditoreChannels
 import BanditoreCore
 import BanditorePostgres
 import BanditoreRuntime
+import BanditoreStore
 import Foundation
 import Logging
 import ServiceLifecycle
@@ -411,9 +412,9 @@ public final class Dispatcher: Service, Sendable {
              WHERE d.id = ANY(\(ids)::bigint[])
             """
         ).rows
-        var states: [Int64: (state: String, active: Bool, error: String)] = [:]
+        var states: [Int64: (state: DeliveryState, active: Bool, error: String)] = [:]
         for row in rows {
-            let (id, state, active, error) = try row.decode(Int64.self, String.self, Bool.self, String.self)
+            let (id, state, active, error) = try row.decode(Int64.self, DeliveryState.self, Bool.self, String.self)
             states[id] = (state, active, error)
         }
         var out: [Recipient] = []
@@ -426,9 +427,9 @@ public final class Dispatcher: Service, Sendable {
                 missing += 1
                 continue
             }
-            guard current.state == "queued" else {
+            guard current.state == .queued else {
                 done += 1
-                if current.state == "failed",
+                if current.state == .failed,
                     let followUp = unfinishedEnd(of: recipient, current.active, current.error, job)
                 {
                     unfinished.append(followUp)
@@ -436,7 +437,7 @@ public final class Dispatcher: Service, Sendable {
                 continue
             }
             guard current.active else {
-                writer.add(.init(deliveryID: id, state: "skipped", error: "unsubscribed", attempted: false))
+                writer.add(.init(deliveryID: id, state: .skipped, error: "unsubscribed", attempted: false))
                 metrics.skipped.increment()
                 continue
             }
@@ -547,7 +548,7 @@ public final class Dispatcher: Service, Sendable {
 
     /// Records an outcome and says what remains to do.
     private func record(_ recipient: Recipient, _ outcome: SendOutcome, _ job: DeliveryJob) -> FollowUp {
-        func write(_ state: String, id: String? = nil, error: String? = nil) {
+        func write(_ state: DeliveryState, id: String? = nil, error: String? = nil) {
             guard let deliveryID = recipient.deliveryID else { return }
             writer.add(
                 .init(deliveryID: deliveryID, state: state, providerMessageID: id, error: error, attempted: true))
@@ -555,13 +556,13 @@ public final class Dispatcher: Service, Sendable {
         switch outcome {
         case .sent(let id):
             metrics.sent.increment()
-            write("sent", id: id)
+            write(.sent, id: id)
             return .none
         case .failed(let failure):
             metrics.failed(failure)
             switch failure {
             case .permanent(let code, let reason):
-                write("failed", error: "\(code): \(reason)")
+                write(.failed, error: "\(code): \(reason)")
                 // A bulletin's post to a public channel has no subscriber to deactivate.
                 if !job.isReply && recipient.subscriberID == nil { return .none }
                 guard UnreachableRecipient.isGone(channel: job.channel, code: code, reason: reason) else {
@@ -583,14 +584,14 @@ public final class Dispatcher: Service, Sendable {
 
     private func retryOrGiveUp(
         _ recipient: Recipient, _ job: DeliveryJob, hint: Duration?, reason: String,
-        write: (String, String?, String?) -> Void
+        write: (DeliveryState, String?, String?) -> Void
     ) -> FollowUp {
         if job.attempt + 1 >= configuration.maxAttempts {
             let why = "\(Self.gaveUp)\(job.attempt + 1) attempts: \(reason)"
-            write("failed", nil, why)
+            write(.failed, nil, why)
             return .deadLetter(recipient, reason: why)
         }
-        write("queued", nil, reason)
+        write(.queued, nil, reason)
         return .retry(recipient, hint: hint, reason: reason)
     }
 

@@ -15,7 +15,7 @@ final class StatusWriter: Sendable {
     struct Outcome: Sendable {
         var deliveryID: Int64
         /// `sent`, `failed`, `skipped`, or `queued` (tried, will be retried).
-        var state: String
+        var state: DeliveryState
         var providerMessageID: String?
         var error: String?
         /// Whether a send was attempted (counts in `attempts`).
@@ -23,7 +23,7 @@ final class StatusWriter: Sendable {
     }
 
     private struct Merged {
-        var state: String
+        var state: DeliveryState
         var providerMessageID: String?
         var error: String?
         var attempts: Int

@@ -215,7 +215,7 @@ struct BulletinRoutes: Sendable {
         return BulletinView(
             id: id.uuidString.lowercased(), title: content.title,
             body: Dictionary(uniqueKeysWithValues: content.body.map { ($0.key.rawValue, $0.value) }),
-            state: bulletin.state, urgency: content.urgency.rawValue, topics: content.topics,
+            state: bulletin.state.rawValue, urgency: content.urgency.rawValue, topics: content.topics,
             channels: content.channels.map(\.rawValue), send_at: content.sendAt, scheduled_for: bulletin.scheduledFor,
             created_at: bulletin.createdAt,
             progress: try await Bulletins.progress(id, channels: content.channels, on: connection),
@@ -247,7 +247,7 @@ struct BulletinRoutes: Sendable {
             guard let previous = try await database.withTransaction({ try await Bulletins.cancel(id, on: $0) }) else {
                 return .problem(.notFound, "not_found", "no bulletin \(text)")
             }
-            if previous != "cancelled" {
+            if previous != .cancelled {
                 logger.info("bulletin cancelled", metadata: ["bulletin.id": "\(id)", "was": "\(previous)"])
                 try? await Task.sleep(for: .milliseconds(600))
             }

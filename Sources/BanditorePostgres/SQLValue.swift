@@ -17,9 +17,15 @@ extension SQLDecodable {
     public static var postgresNull: Self? { nil }
 }
 
-struct DecodingFailure: Error {
-    let type: String
-    let text: String
+/// A column's text that is not a value of the type asked for.
+public struct DecodingFailure: Error {
+    public let type: String
+    public let text: String
+
+    public init(type: String, text: String) {
+        self.type = type
+        self.text = text
+    }
 }
 
 // MARK: - Scalars

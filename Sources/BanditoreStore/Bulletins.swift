@@ -6,7 +6,7 @@ import Foundation
 public struct StoredBulletin: Sendable, Hashable {
     public var id: UUID
     public var content: BulletinContent
-    public var state: String
+    public var state: BulletinState
     public var scheduledFor: Date?
     /// The last delivery id whose job the broker confirmed.
     public var fanoutCursor: Int64
@@ -107,7 +107,7 @@ public enum Bulletins {
                 title: title, body: texts, topics: topics, channels: channels.compactMap(Channel.init(rawValue:)),
                 urgency: BulletinContent.Urgency(rawValue: urgency) ?? .normal, sendAt: sendAt
             ),
-            state: try row.decode(String.self, at: 7), scheduledFor: try row.decode(Date?.self, at: 8),
+            state: try row.decode(BulletinState.self, at: 7), scheduledFor: try row.decode(Date?.self, at: 8),
             fanoutCursor: try row.decode(Int64.self, at: 9), audienceCreated: try row.decode(Bool.self, at: 10),
             correlationID: try row.decode(String.self, at: 11), createdAt: try row.decode(Date.self, at: 12),
             audienceCursor: try row.decode(Int64.self, at: 13),
@@ -177,14 +177,14 @@ public enum Bulletins {
     /// Cancels a bulletin not yet fanned out or still sending: its unsent deliveries become `cancelled`, and so
     /// does the part of its audience the composer had not written yet (the counts then still cover the whole
     /// audience). Returns the state it was in (nil when there is no such bulletin).
-    public static func cancel(_ id: UUID, on connection: DatabaseConnection) async throws -> String? {
+    public static func cancel(_ id: UUID, on connection: DatabaseConnection) async throws -> BulletinState? {
         // The composer writes deliveries only in transactions that first update this row while it is 'sending':
         // holding it, this transaction sees every delivery there will be, and the composer writes no more after.
         let rows = try await connection.query(
             "SELECT state, audience_created_at IS NULL FROM bulletins WHERE id = \(id) FOR UPDATE"
         ).rows
-        guard let (state, audiencePending) = try rows.first?.decode(String.self, Bool.self) else { return nil }
-        guard state != "cancelled" else { return state }
+        guard let (state, audiencePending) = try rows.first?.decode(BulletinState.self, Bool.self) else { return nil }
+        guard state != .cancelled else { return state }
         try await connection.query(
             """
             UPDATE deliveries d SET state = 'cancelled', updated_at = now()
@@ -200,7 +200,7 @@ public enum Bulletins {
              WHERE p.bulletin_id = \(id) AND d.id = p.delivery_id AND d.state = 'queued'
             """
         )
-        if state == "sending" && audiencePending {
+        if state == .sending && audiencePending {
             try await connection.query(
                 """
                 WITH rest AS MATERIALIZED (

@@ -272,11 +272,11 @@ struct SharedStateTests {
         try await client.query("UPDATE deliveries SET state = 'read' WHERE id = \(recipients[0].deliveryID!)")
         // A failed attempt and its retry's success in one batch: both attempts count, the success wins.
         writer.add(
-            .init(deliveryID: recipients[1].deliveryID!, state: "queued", error: "transient: busy", attempted: true))
+            .init(deliveryID: recipients[1].deliveryID!, state: .queued, error: "transient: busy", attempted: true))
         for (i, recipient) in recipients.enumerated() {
             writer.add(
                 .init(
-                    deliveryID: recipient.deliveryID!, state: i % 10 == 9 ? "failed" : "sent",
+                    deliveryID: recipient.deliveryID!, state: i % 10 == 9 ? .failed : .sent,
                     providerMessageID: i % 10 == 9 ? nil : "m\(i)", error: i % 10 == 9 ? "403: blocked" : nil,
                     attempted: true
                 )
@@ -313,10 +313,10 @@ struct SharedStateTests {
             channel: "telegram", database: client, interval: .seconds(3600), maxUnrecorded: 3, logger: logger
         )
         for recipient in recipients.prefix(2) {
-            writer.add(.init(deliveryID: recipient.deliveryID!, state: "sent", providerMessageID: "m", attempted: true))
+            writer.add(.init(deliveryID: recipient.deliveryID!, state: .sent, providerMessageID: "m", attempted: true))
         }
         await writer.room()  // two uncommitted: room for a third
-        writer.add(.init(deliveryID: recipients[2].deliveryID!, state: "sent", providerMessageID: "m", attempted: true))
+        writer.add(.init(deliveryID: recipients[2].deliveryID!, state: .sent, providerMessageID: "m", attempted: true))
         let admitted = Fetches()
         let waiting = Task {
             await writer.room()

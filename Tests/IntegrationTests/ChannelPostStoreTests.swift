@@ -39,7 +39,7 @@ struct ChannelPostStoreTests {
             )
         }
         let previous = try await database.withTransaction { try await Bulletins.cancel(id, on: $0) }
-        #expect(previous == "sending")
+        #expect(previous == .sending)
         let posts = try await database.withConnection { try await Bulletins.channelPosts(id, on: $0) }
         #expect(
             posts.map { "\($0.chat) \($0.language) \($0.state)" } == [
