@@ -322,7 +322,10 @@ let package = Package(
         ),
         .testTarget(
             name: "BanditoreStoreTests",
-            dependencies: ["BanditoreStore", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "BanditoreStore", "BanditorePostgres", "BanditoreTesting",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(

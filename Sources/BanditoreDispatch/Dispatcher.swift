@@ -407,15 +407,18 @@ public final class Dispatcher: Service, Sendable {
         let ids = job.recipients.compactMap(\.deliveryID)
         let rows = try await database.query(
             """
-            SELECT d.id, d.state, COALESCE(s.active, d.subscriber_id IS NULL), COALESCE(d.last_error, '')
+            SELECT d.id, d.state, COALESCE(s.active, d.subscriber_id IS NULL), COALESCE(d.last_error, ''),
+                   d.failure_kind, d.failure_code
               FROM deliveries d LEFT JOIN subscribers s ON s.id = d.subscriber_id
              WHERE d.id = ANY(\(ids)::bigint[])
             """
         ).rows
-        var states: [Int64: (state: DeliveryState, active: Bool, error: String)] = [:]
+        var states: [Int64: (state: DeliveryState, active: Bool, error: String, failure: DeliveryFailure?)] = [:]
         for row in rows {
-            let (id, state, active, error) = try row.decode(Int64.self, DeliveryState.self, Bool.self, String.self)
-            states[id] = (state, active, error)
+            let (id, state, active, error, kind, code) = try row.decode(
+                Int64.self, DeliveryState.self, Bool.self, String.self, DeliveryFailure.Kind?.self, String?.self
+            )
+            states[id] = (state, active, error, kind.map { DeliveryFailure($0, code: code) })
         }
         var out: [Recipient] = []
         out.reserveCapacity(job.recipients.count)
@@ -430,14 +433,15 @@ public final class Dispatcher: Service, Sendable {
             guard current.state == .queued else {
                 done += 1
                 if current.state == .failed,
-                    let followUp = unfinishedEnd(of: recipient, current.active, current.error, job)
+                    let followUp = unfinishedEnd(of: recipient, current.active, current.error, current.failure, job)
                 {
                     unfinished.append(followUp)
                 }
                 continue
             }
             guard current.active else {
-                writer.add(.init(deliveryID: id, state: .skipped, error: "unsubscribed", attempted: false))
+                writer.add(
+                    .init(deliveryID: id, state: .skipped, error: "unsubscribed", failure: nil, attempted: false))
                 metrics.skipped.increment()
                 continue
             }
@@ -475,20 +479,24 @@ public final class Dispatcher: Service, Sendable {
     }
 
     /// The event or dead letter a recorded failure calls for, as ``record(_:_:_:)`` left it to publish.
-    private func unfinishedEnd(of recipient: Recipient, _ active: Bool, _ error: String, _ job: DeliveryJob)
-        -> FollowUp?
-    {
-        if error.hasPrefix(Self.gaveUp) { return .deadLetter(recipient, reason: error) }
-        guard active, recipient.subscriberID != nil, let colon = error.firstIndex(of: ":") else { return nil }
-        let code = String(error[..<colon])
-        let reason = error[error.index(after: colon)...].trimmingCharacters(in: .whitespaces)
-        guard UnreachableRecipient.isGone(channel: job.channel, code: code, reason: reason) else { return nil }
-        return .unreachable(
-            RecipientUnreachable(
-                channel: job.channel, address: recipient.address, subscriberID: recipient.subscriberID,
-                code: code, reason: reason, at: Date()
+    private func unfinishedEnd(
+        of recipient: Recipient, _ active: Bool, _ error: String, _ failure: DeliveryFailure?, _ job: DeliveryJob
+    ) -> FollowUp? {
+        switch failure?.kind {
+        case .gaveUp:
+            return .deadLetter(recipient, reason: error)
+        case .unreachable:
+            guard active, recipient.subscriberID != nil else { return nil }
+            return .unreachable(
+                RecipientUnreachable(
+                    channel: job.channel, address: recipient.address, subscriberID: recipient.subscriberID,
+                    code: failure?.code ?? "", reason: error, at: Date()
+                )
             )
-        )
+        case .permanent, nil:
+            // Refused for good but not gone, or failed by a provider's report: nothing left to do.
+            return nil
+        }
     }
 
     private static let gaveUp = "gave up after "
@@ -548,10 +556,12 @@ public final class Dispatcher: Service, Sendable {
 
     /// Records an outcome and says what remains to do.
     private func record(_ recipient: Recipient, _ outcome: SendOutcome, _ job: DeliveryJob) -> FollowUp {
-        func write(_ state: DeliveryState, id: String? = nil, error: String? = nil) {
+        func write(_ state: DeliveryState, id: String? = nil, error: String? = nil, failure: DeliveryFailure? = nil) {
             guard let deliveryID = recipient.deliveryID else { return }
             writer.add(
-                .init(deliveryID: deliveryID, state: state, providerMessageID: id, error: error, attempted: true))
+                .init(
+                    deliveryID: deliveryID, state: state, providerMessageID: id, error: error, failure: failure,
+                    attempted: true))
         }
         switch outcome {
         case .sent(let id):
@@ -562,12 +572,13 @@ public final class Dispatcher: Service, Sendable {
             metrics.failed(failure)
             switch failure {
             case .permanent(let code, let reason):
-                write(.failed, error: "\(code): \(reason)")
+                let gone = UnreachableRecipient.isGone(channel: job.channel, code: code, reason: reason)
+                write(
+                    .failed, error: "\(code): \(reason)",
+                    failure: DeliveryFailure(gone ? .unreachable : .permanent, code: code))
                 // A bulletin's post to a public channel has no subscriber to deactivate.
                 if !job.isReply && recipient.subscriberID == nil { return .none }
-                guard UnreachableRecipient.isGone(channel: job.channel, code: code, reason: reason) else {
-                    return .none
-                }
+                guard gone else { return .none }
                 return .unreachable(
                     RecipientUnreachable(
                         channel: job.channel, address: recipient.address, subscriberID: recipient.subscriberID,
@@ -584,14 +595,14 @@ public final class Dispatcher: Service, Sendable {
 
     private func retryOrGiveUp(
         _ recipient: Recipient, _ job: DeliveryJob, hint: Duration?, reason: String,
-        write: (DeliveryState, String?, String?) -> Void
+        write: (DeliveryState, String?, String?, DeliveryFailure?) -> Void
     ) -> FollowUp {
         if job.attempt + 1 >= configuration.maxAttempts {
             let why = "\(Self.gaveUp)\(job.attempt + 1) attempts: \(reason)"
-            write(.failed, nil, why)
+            write(.failed, nil, why, DeliveryFailure(.gaveUp))
             return .deadLetter(recipient, reason: why)
         }
-        write(.queued, nil, reason)
+        write(.queued, nil, reason, nil)
         return .retry(recipient, hint: hint, reason: reason)
     }
 

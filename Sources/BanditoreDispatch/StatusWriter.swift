@@ -18,6 +18,8 @@ final class StatusWriter: Sendable {
         var state: DeliveryState
         var providerMessageID: String?
         var error: String?
+        /// Why it failed for good (with `failed`).
+        var failure: DeliveryFailure?
         /// Whether a send was attempted (counts in `attempts`).
         var attempted: Bool
     }
@@ -26,6 +28,7 @@ final class StatusWriter: Sendable {
         var state: DeliveryState
         var providerMessageID: String?
         var error: String?
+        var failure: DeliveryFailure?
         var attempts: Int
     }
 
@@ -118,6 +121,7 @@ final class StatusWriter: Sendable {
         for outcome in batch {
             if var current = merged[outcome.deliveryID] {
                 current.state = outcome.state
+                current.failure = outcome.failure
                 current.providerMessageID = outcome.providerMessageID ?? current.providerMessageID
                 current.error = outcome.error ?? current.error
                 current.attempts += outcome.attempted ? 1 : 0
@@ -126,7 +130,7 @@ final class StatusWriter: Sendable {
                 order.append(outcome.deliveryID)
                 merged[outcome.deliveryID] = Merged(
                     state: outcome.state, providerMessageID: outcome.providerMessageID, error: outcome.error,
-                    attempts: outcome.attempted ? 1 : 0
+                    failure: outcome.failure, attempts: outcome.attempted ? 1 : 0
                 )
             }
         }
@@ -139,11 +143,13 @@ final class StatusWriter: Sendable {
                        provider_message_id = COALESCE(v.provider_message_id, d.provider_message_id),
                        last_error = CASE WHEN v.state = 'sent' THEN NULL ELSE COALESCE(v.error, d.last_error) END,
                        attempts = d.attempts + v.attempts,
+                       failure_kind = v.failure_kind, failure_code = v.failure_code,
                        updated_at = now()
                   FROM unnest(\(order)::bigint[], \(rows.map(\.state))::text[],
                               \(rows.map(\.providerMessageID))::text[], \(rows.map(\.error))::text[],
-                              \(rows.map(\.attempts))::int[])
-                       AS v(id, state, provider_message_id, error, attempts)
+                              \(rows.map(\.attempts))::int[], \(rows.map { $0.failure?.kind })::text[],
+                              \(rows.map { $0.failure?.code })::text[])
+                       AS v(id, state, provider_message_id, error, attempts, failure_kind, failure_code)
                  WHERE d.id = v.id
                    AND (d.state = 'queued' OR (d.state = 'cancelled' AND v.state = 'sent'))
                 """

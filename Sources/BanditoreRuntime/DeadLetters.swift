@@ -59,7 +59,8 @@ public enum DeadLetters {
                 if !ids.isEmpty {
                     try await database.query(
                         """
-                        UPDATE deliveries SET state = 'queued', last_error = NULL, updated_at = now()
+                        UPDATE deliveries SET state = 'queued', last_error = NULL, failure_kind = NULL, failure_code = NULL,
+                               updated_at = now()
                          WHERE id = ANY(\(ids)::bigint[]) AND state = 'failed'
                         """
                     )

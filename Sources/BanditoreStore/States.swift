@@ -26,3 +26,33 @@ public enum DeliveryState: String, Sendable, Codable, CaseIterable, SQLEncodable
         self = state
     }
 }
+
+/// Why a delivery failed for good (`deliveries.failure_kind`), with the provider's code (`failure_code`).
+public struct DeliveryFailure: Sendable, Hashable {
+    public enum Kind: String, Sendable, CaseIterable, SQLEncodable, SQLDecodable {
+        /// The provider refused the message for good.
+        case permanent
+        /// The provider refused it because the address is gone (blocked, unfollowed, not on the service).
+        case unreachable
+        /// Its attempts ran out.
+        case gaveUp = "gave_up"
+
+        public var postgresText: String? { rawValue }
+
+        public init(postgresText text: String) throws {
+            guard let kind = Self(rawValue: text) else {
+                throw DecodingFailure(type: "DeliveryFailure.Kind", text: text)
+            }
+            self = kind
+        }
+    }
+
+    public var kind: Kind
+    /// The provider's code (`131026`, `403`...), when it gave one.
+    public var code: String?
+
+    public init(_ kind: Kind, code: String? = nil) {
+        self.kind = kind
+        self.code = code
+    }
+}

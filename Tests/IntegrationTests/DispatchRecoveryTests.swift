@@ -291,16 +291,18 @@ struct DispatchRecoveryTests {
             // blocked addresses still active, one recipient out of attempts, and one blocked address the registry
             // has deactivated already (nothing is left to do for it).
             let blocked = [addresses[0], addresses[1]]
-            let left: [(String, String)] = [
-                (addresses[0], "403: Forbidden: bot was blocked by the user"),
-                (addresses[1], "400: Bad Request: chat not found"),
-                (addresses[2], "gave up after 6 attempts: transient: 500 Internal Server Error"),
-                (addresses[3], "403: Forbidden: bot was blocked by the user"),
+            let left: [(String, String, kind: String, code: String?)] = [
+                (addresses[0], "403: Forbidden: bot was blocked by the user", "unreachable", "403"),
+                (addresses[1], "400: Bad Request: chat not found", "unreachable", "400"),
+                (addresses[2], "gave up after 6 attempts: transient: 500 Internal Server Error", "gave_up", nil),
+                (addresses[3], "403: Forbidden: bot was blocked by the user", "unreachable", "403"),
             ]
-            for (address, error) in left {
+            for (address, error, kind, code) in left {
                 try await harness.database.query(
                     """
-                    UPDATE deliveries d SET state = 'failed', last_error = \(error), attempts = 1 FROM subscribers s
+                    UPDATE deliveries d SET state = 'failed', last_error = \(error), failure_kind = \(kind),
+                                            failure_code = \(code), attempts = 1
+                      FROM subscribers s
                      WHERE s.id = d.subscriber_id AND s.address = \(address) AND d.bulletin_id = \(bulletin)
                     """
                 )
