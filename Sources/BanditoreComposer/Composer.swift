@@ -68,7 +68,7 @@ public final class Composer: Service, Sendable {
 
     public func run() async throws {
         let consumer = try await amqp.consume(queue: BanditoreTopology.composerBulletins, prefetch: 4)
-        logger.info("composer consuming", metadata: ["queue": "\(BanditoreTopology.composerBulletins)"])
+        logger.info("composer consuming", metadata: ["amqp.queue": "\(BanditoreTopology.composerBulletins)"])
         await withTaskGroup { group in
             group.addTask { await self.scheduler() }
             group.addTask {

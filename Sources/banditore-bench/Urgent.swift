@@ -160,25 +160,9 @@ struct SimClient {
         return data
     }
 
-    private static let decoder: JSONDecoder = {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .custom { decoder in
-            let container = try decoder.singleValueContainer()
-            if let seconds = try? container.decode(Double.self) { return Date(timeIntervalSinceReferenceDate: seconds) }
-            let text = try container.decode(String.self)
-            let formatter = ISO8601DateFormatter()
-            formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-            guard let date = formatter.date(from: text) ?? ISO8601DateFormatter().date(from: text) else {
-                throw DecodingError.dataCorruptedError(in: container, debugDescription: "date \(text)")
-            }
-            return date
-        }
-        return decoder
-    }()
-
     func stats() async throws -> [String: ChannelStats] {
         struct Stats: Decodable { var channels: [String: ChannelStats] }
-        return try Self.decoder.decode(Stats.self, from: try await get("/sim/stats")).channels
+        return try SimulatorRecords.decoder.decode(Stats.self, from: try await get("/sim/stats")).channels
     }
 
     func lastSeq() async throws -> Int {
@@ -187,15 +171,6 @@ struct SimClient {
 
     /// Every message accepted after `after`, in order.
     func messages(after: Int) async throws -> [Message] {
-        struct Page: Decodable { var messages: [Message] }
-        var out: [Message] = []
-        var cursor = after
-        while true {
-            let page = try Self.decoder.decode(
-                Page.self, from: try await get("/sim/messages?after=\(cursor)&limit=50000"))
-            guard let last = page.messages.last else { return out }
-            out += page.messages
-            cursor = last.seq
-        }
+        try await SimulatorRecords.messages(after: after, seq: \.seq) { try await get($0) }
     }
 }

@@ -114,15 +114,7 @@ final class DispatchHarness: Sendable {
 
     /// Every message the simulator accepted on `channel`, in order.
     func simMessages(_ channel: Channel) async throws -> [RecordedMessage] {
-        struct Page: Decodable { var messages: [RecordedMessage] }
-        var out: [RecordedMessage] = []
-        while true {
-            let data = try await simCall(
-                "GET", "/sim/messages?channel=\(channel.rawValue)&after=\(out.last?.seq ?? 0)&limit=50000")
-            let page = try JSONDecoder.sim.decode(Page.self, from: data)
-            if page.messages.isEmpty { return out }
-            out += page.messages
-        }
+        try await SimulatorRecords.messages(channel: channel.rawValue, seq: \.seq) { try await simCall("GET", $0) }
     }
 
     func simSettings(_ json: String) async throws {
@@ -178,26 +170,7 @@ final class DispatchHarness: Sendable {
 }
 
 extension JSONDecoder {
-    static let sim: JSONDecoder = {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .custom { decoder in
-            let container = try decoder.singleValueContainer()
-            if let seconds = try? container.decode(Double.self) { return Date(timeIntervalSinceReferenceDate: seconds) }
-            let text = try container.decode(String.self)
-            guard let date = ISO8601DateFormatter.fractional.date(from: text) ?? ISO8601DateFormatter().date(from: text)
-            else { throw DecodingError.dataCorruptedError(in: container, debugDescription: "date \(text)") }
-            return date
-        }
-        return decoder
-    }()
-}
-
-extension ISO8601DateFormatter {
-    nonisolated(unsafe) static let fractional: ISO8601DateFormatter = {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter
-    }()
+    static var sim: JSONDecoder { SimulatorRecords.decoder }
 }
 
 /// The value of one series in a Prometheus text page (`name{labels}` as written there), or nil when it is absent.
