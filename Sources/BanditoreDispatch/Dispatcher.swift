@@ -441,7 +441,7 @@ public final class Dispatcher: Service, Sendable {
             }
             guard current.active else {
                 writer.add(
-                    .init(deliveryID: id, state: .skipped, error: "unsubscribed", failure: nil, attempted: false))
+                    .init(deliveryID: id, state: .skipped, error: "unsubscribed", attempted: false))
                 metrics.skipped.increment()
                 continue
             }
@@ -482,7 +482,8 @@ public final class Dispatcher: Service, Sendable {
     private func unfinishedEnd(
         of recipient: Recipient, _ active: Bool, _ error: String, _ failure: DeliveryFailure?, _ job: DeliveryJob
     ) -> FollowUp? {
-        switch failure?.kind {
+        guard let failure else { return nil }  // failed by a provider's report: nothing left to do
+        switch failure.kind {
         case .gaveUp:
             return .deadLetter(recipient, reason: error)
         case .unreachable:
@@ -490,11 +491,11 @@ public final class Dispatcher: Service, Sendable {
             return .unreachable(
                 RecipientUnreachable(
                     channel: job.channel, address: recipient.address, subscriberID: recipient.subscriberID,
-                    code: failure?.code ?? "", reason: error, at: Date()
+                    code: failure.code ?? "", reason: error, at: Date()
                 )
             )
-        case .permanent, nil:
-            // Refused for good but not gone, or failed by a provider's report: nothing left to do.
+        case .permanent:
+            // Refused for good but not gone: nothing left to do.
             return nil
         }
     }
